@@ -1,0 +1,197 @@
+"""The settings of a training run, as typed dataclasses with defaults and help text.
+
+TOML layout::
+
+    [data]   dataset, train_subset, ...
+    [model]  model, dropout, normalize
+    [train]  objective, epochs, lr, schedule, train_eps, ...
+    [eval]   eval_eps, eval_steps, ...
+
+Every leaf is also a CLI flag of ``boosting-tickets train`` (``--epochs 5``). The defaults are the CPU
+defaults (small WideResNet on Fashion-MNIST); the paper's CIFAR-10 recipes live in suite files.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from .config import setting
+from .errors import UserError
+
+DATASET_NAMES = ("fashion-mnist", "mnist", "cifar10", "cifar100", "svhn", "synthetic")
+OBJECTIVES = ("natural", "fgsm", "fgsm-rs", "pgd", "trades")
+SCHEDULES = ("step", "constant", "cyclic")
+BN_MODES = ("eval", "train")
+
+# Customary L∞ budgets: 8/255 on natural colour images (Madry et al.), 0.1 on (Fashion-)MNIST.
+DEFAULT_EPS = MappingProxyType(
+    {
+        "fashion-mnist": 0.1,
+        "mnist": 0.3,
+        "cifar10": 8 / 255,
+        "cifar100": 8 / 255,
+        "svhn": 8 / 255,
+        "synthetic": 0.1,
+    }
+)
+
+_WRN = re.compile(r"^wrn-(\d+)-(\d+)$")
+_FIXED_MODELS = ("vgg16-bn", "preact-resnet18", "small-cnn")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which data, how much of it, and how it is batched."""
+
+    dataset: str = setting("fashion-mnist", "dataset name", choices=DATASET_NAMES)
+    data_dir: str = setting("data", "directory holding the dataset files", hashed=False)
+    download: bool = setting(
+        False, "download missing dataset files (needs internet; never done silently)", hashed=False
+    )
+    train_subset: int | None = setting(
+        None, "train on this many examples (deterministic, stratified); none = all", low=1
+    )
+    val_size: int = setting(
+        1000, "held-out validation examples carved from the training set (model selection)", low=0
+    )
+    test_subset: int | None = setting(
+        None, "evaluate on this many test examples (deterministic); none = all", low=1
+    )
+    data_seed: int = setting(0, "seed of the subset/validation selection (not the run seed)", low=0)
+    batch_size: int = setting(128, "training batch size", low=1)
+    augment: bool = setting(True, "standard augmentation for the dataset (random crop, flip)")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The architecture. Names: wrn-DEPTH-WIDTH, vgg16-bn, preact-resnet18, small-cnn."""
+
+    model: str = setting("wrn-10-2", "architecture: wrn-D-K, vgg16-bn, preact-resnet18, small-cnn")
+    dropout: float = setting(0.0, "dropout rate inside WideResNet blocks", low=0.0, high=0.99)
+    normalize: bool = setting(
+        True, "normalize inputs by the dataset mean/std inside the model (inputs stay in [0,1])"
+    )
+
+    def validate(self) -> None:
+        m = _WRN.match(self.model)
+        if m is None and self.model not in _FIXED_MODELS:
+            raise UserError(
+                f"unknown model '{self.model}'; use wrn-DEPTH-WIDTH (e.g. wrn-16-4), "
+                f"{', '.join(_FIXED_MODELS)}"
+            )
+        if m is not None and ((int(m.group(1)) - 4) % 6 != 0 or int(m.group(1)) < 10):
+            raise UserError(
+                f"WideResNet depth must be 6n+4 and at least 10 (10, 16, 22, 28, 34, ...), "
+                f"got {self.model}"
+            )
+        if m is not None and int(m.group(2)) < 1:
+            raise UserError(f"WideResNet width must be >= 1, got {self.model}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Objective, optimizer, schedule and the training attack."""
+
+    objective: str = setting("pgd", "training objective", choices=OBJECTIVES)
+    epochs: int = setting(10, "training epochs", low=1)
+    lr: float = setting(0.1, "peak learning rate (SGD)", low=0.0, low_open=True)
+    momentum: float = setting(0.9, "SGD momentum", low=0.0, high=0.999)
+    weight_decay: float = setting(1e-4, "L2 weight decay (the paper: 1e-4)", low=0.0)
+    schedule: str = setting("step", "lr schedule after warmup", choices=SCHEDULES)
+    milestones: tuple[float, ...] = setting(
+        (0.5, 0.75), "step schedule: fractions of training where lr is multiplied by gamma"
+    )
+    gamma: float = setting(0.1, "step schedule: lr multiplier at each milestone", low=0.0)
+    warmup_epochs: float = setting(0.0, "linear warmup length in epochs (0 = none)", low=0.0)
+    warmup_lr: float | None = setting(
+        None, "lr at the start of warmup (the paper: the ticket-finding lr); none = lr/10", low=0.0
+    )
+    train_eps: float | None = setting(
+        None, "L∞ budget of the training attack; none = dataset default", low=0.0, high=1.0
+    )
+    train_steps: int = setting(10, "PGD/TRADES steps of the training attack", low=1)
+    train_step_size: float | None = setting(
+        None, "training attack step; none = eps/4 (PGD), 1.25·eps (FGSM-RS), eps (FGSM)", low=0.0
+    )
+    train_random_start: bool | None = setting(
+        None, "random start of the training attack; none = attack default (the paper's code: off)"
+    )
+    train_bn_mode: str = setting(
+        "eval", "BatchNorm mode while crafting training attacks", choices=BN_MODES
+    )
+    trades_beta: float = setting(6.0, "TRADES robustness weight beta", low=0.0)
+    seed: int = setting(0, "run seed: init, data order, augmentation, attack starts", low=0)
+    select_metric: str = setting(
+        "auto",
+        "held-out metric choosing the best checkpoint; auto = pgd (clean for natural training)",
+        choices=("auto", "pgd", "fgsm", "clean"),
+    )
+    stop_on_overfit: bool = setting(
+        False, "stop FGSM-type training when catastrophic overfitting is detected"
+    )
+    device: str = setting("auto", "torch device: auto, cpu, cuda, cuda:N", hashed=False)
+    amp: bool = setting(False, "bf16 autocast on CUDA (ignored on the CPU)")
+    channels_last: bool = setting(False, "channels_last memory format (GPU speed-up)")
+    progress: bool = setting(True, "show progress bars", hashed=False)
+
+    def validate(self) -> None:
+        if any(not 0.0 < m < 1.0 for m in self.milestones):
+            raise UserError(f"--milestones must be fractions in (0,1), got {self.milestones}")
+        if tuple(sorted(self.milestones)) != self.milestones:
+            raise UserError(f"--milestones must be increasing, got {self.milestones}")
+        if self.warmup_epochs > self.epochs:
+            raise UserError(
+                f"--warmup-epochs ({self.warmup_epochs}) exceeds --epochs ({self.epochs})"
+            )
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Held-out evaluation every epoch and test evaluation at the end (PGD-20, step eps/4)."""
+
+    eval_eps: float | None = setting(
+        None, "L∞ budget of evaluation attacks; none = dataset default", low=0.0, high=1.0
+    )
+    eval_steps: int = setting(20, "PGD steps at evaluation", low=1)
+    eval_step_size: float | None = setting(None, "PGD step at evaluation; none = eps/4", low=0.0)
+    eval_restarts: int = setting(1, "PGD restarts at evaluation", low=1)
+    eval_random_start: bool = setting(True, "random start of the evaluation PGD")
+    eval_bn_mode: str = setting("eval", "BatchNorm mode during evaluation", choices=BN_MODES)
+    val_examples: int | None = setting(
+        None, "held-out examples evaluated per epoch; none = the whole validation split", low=1
+    )
+    eval_batch_size: int = setting(500, "evaluation batch size", low=1, hashed=False)
+    eval_seed: int = setting(0, "seed of evaluation random starts (fixed across epochs)", low=0)
+    test_eval: bool = setting(True, "evaluate the best and last models on the test set at the end")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A complete training run: data, model, training and evaluation settings."""
+
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+
+    def validate(self) -> None:
+        self.model.validate()
+        self.train.validate()
+        if self.data.dataset not in DATASET_NAMES:
+            raise UserError(
+                f"unknown dataset '{self.data.dataset}'; choose one of: {', '.join(DATASET_NAMES)}"
+            )
+
+    @property
+    def train_eps(self) -> float:
+        """The training budget with the dataset default filled in."""
+        e = self.train.train_eps
+        return DEFAULT_EPS[self.data.dataset] if e is None else e
+
+    @property
+    def eval_eps(self) -> float:
+        """The evaluation budget with the dataset default filled in."""
+        e = self.eval.eval_eps
+        return DEFAULT_EPS[self.data.dataset] if e is None else e

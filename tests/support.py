@@ -1,0 +1,48 @@
+"""Helpers shared by the tests: tiny configs on the synthetic dataset, a CLI runner, tree digests."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from boosting_tickets.hparams import DataConfig, EvalConfig, ModelConfig, RunConfig, TrainConfig
+
+# Two threads everywhere: the CI machine has two cores; results must not depend on more.
+torch.set_num_threads(2)
+
+
+def tiny_config(**train_overrides) -> RunConfig:
+    """A run that trains in a couple of seconds on the synthetic dataset (1x16x16, 10 classes)."""
+    return RunConfig(
+        data=DataConfig(dataset="synthetic", train_subset=256, val_size=64, test_subset=64,
+                        batch_size=64),
+        model=ModelConfig(model="small-cnn"),
+        train=dataclasses.replace(
+            TrainConfig(objective="pgd", epochs=2, lr=0.05, train_steps=2, progress=False),
+            **train_overrides,
+        ),
+        eval=EvalConfig(eval_steps=3, eval_batch_size=64),
+    )
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run ``boosting-tickets ARGS`` in a subprocess (real exit codes, real stderr)."""
+    full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "boosting_tickets", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=full_env,
+        timeout=600,
+    )
+
+
+def tree_digest(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` with its bytes, to show a command modified nothing."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}

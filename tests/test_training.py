@@ -1,0 +1,166 @@
+"""The training loop: schedules, resume, idempotence, masks, divergence handling."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from boosting_tickets import training
+from boosting_tickets.errors import UserError
+from boosting_tickets.hparams import TrainConfig
+from boosting_tickets.masks import Mask
+from boosting_tickets.models import prunable_parameters
+from boosting_tickets.storage import safe_torch_load
+from boosting_tickets.training import (
+    TrainingFailed,
+    detect_catastrophic_overfitting,
+    learning_rate,
+    train,
+)
+
+from support import tiny_config
+
+
+def _comparable(rows):
+    drop = ("train_seconds", "eval_seconds", "cum_train_seconds")
+    return [{k: v for k, v in r.items() if k not in drop} for r in rows]
+
+
+def test_step_schedule_with_warmup_hand_computed():
+    tc = TrainConfig(epochs=10, lr=0.1, warmup_epochs=2, warmup_lr=0.01, milestones=(0.5, 0.75))
+    spe = 10
+    assert learning_rate(tc, 0, spe) == pytest.approx(0.01)
+    assert learning_rate(tc, 10, spe) == pytest.approx(0.01 + 0.09 * 0.5)
+    assert learning_rate(tc, 20, spe) == pytest.approx(0.1)
+    assert learning_rate(tc, 49, spe) == pytest.approx(0.1)
+    assert learning_rate(tc, 50, spe) == pytest.approx(0.01)
+    assert learning_rate(tc, 79, spe) == pytest.approx(0.01)  # 75% of 10 epochs: from epoch 8
+    assert learning_rate(tc, 80, spe) == pytest.approx(0.001)
+    assert learning_rate(tc, 99, spe) == pytest.approx(0.001)
+
+
+def test_cyclic_schedule_peaks_at_40_percent():
+    tc = TrainConfig(epochs=10, lr=0.2, schedule="cyclic")
+    lrs = [learning_rate(tc, s, 10) for s in range(100)]
+    assert max(lrs) == pytest.approx(0.2)
+    assert lrs.index(max(lrs)) == 39
+    assert lrs[-1] == pytest.approx(0.0)
+
+
+def test_tiny_run_writes_everything_and_rerun_does_no_work(tmp_path, tiny_cfg):
+    run = tmp_path / "run"
+    res = train(tiny_cfg, run)
+    assert res.status == "complete" and len(res.metrics) == 2
+    for name in ("hparams.json", "init.pt", "last.pt", "best.pt", "final.pt", "metrics.json",
+                 "test_eval.json"):
+        assert (run / name).exists(), name
+    test = json.loads((run / "test_eval.json").read_text())
+    for which in ("best", "final"):
+        r = test[which]
+        assert 0 <= r["pgd_acc"] <= r["clean_acc"] <= 1
+        assert r["protocol"]["pgd_steps"] == 3 and r["protocol"]["bn_mode"] == "eval"
+        assert len(r["per_class"]["clean"]) == 10
+    mtimes = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
+    again = train(tiny_cfg, run)
+    assert _comparable(again.metrics) == _comparable(res.metrics)
+    assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == mtimes
+
+
+def test_interrupted_run_resumes_to_identical_metrics(tmp_path):
+    cfg = tiny_config(epochs=3)
+    ref = train(cfg, tmp_path / "a")
+
+    def crash_in_epoch_3(msg: str) -> None:
+        if msg.startswith("epoch 3/"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "b", log=crash_in_epoch_3)
+    state = safe_torch_load(tmp_path / "b" / "last.pt")
+    assert state["epoch"] == 2
+    resumed = train(cfg, tmp_path / "b")
+    assert _comparable(resumed.metrics) == _comparable(ref.metrics)
+    a = safe_torch_load(tmp_path / "a" / "final.pt")["state_dict"]
+    b = safe_torch_load(tmp_path / "b" / "final.pt")["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_mask_and_momentum_stay_zero(tmp_path):
+    cfg = tiny_config(epochs=2, objective="natural", weight_decay=5e-4, momentum=0.9)
+    from boosting_tickets.checkpoints import build_from_arch
+
+    probe = build_from_arch(
+        {"model": "small-cnn", "num_classes": 10, "in_channels": 1, "mean": None, "std": None}
+    )
+    g = torch.Generator().manual_seed(0)
+    mask = Mask(
+        {n: (torch.rand(p.shape, generator=g) > 0.5).float()
+         for n, p in prunable_parameters(probe).items()}
+    )
+    train(cfg, tmp_path / "m", mask=mask)
+    state = safe_torch_load(tmp_path / "m" / "last.pt")
+    sd = state["model"]
+    names = list(dict(probe.named_parameters()))
+    for name, m in mask.items():
+        assert torch.all(sd[name][m == 0] == 0), name
+        assert torch.any(sd[name][m == 1] != 0), name
+        idx = names.index(name)
+        buf = state["optimizer"]["state"][idx]["momentum_buffer"]
+        assert torch.all(buf[m == 0] == 0), name
+    assert state["metrics"][-1]["train_loss"] > 0
+
+
+def test_divergence_stops_with_message_and_keeps_checkpoint(tmp_path, monkeypatch):
+    cfg = tiny_config(epochs=3, objective="natural")
+    real = training._objective_loss
+    calls = {"n": 0}
+
+    def nan_in_epoch_2(model, x, y, cfg_, attack, gen, amp):
+        calls["n"] += 1
+        loss, logits = real(model, x, y, cfg_, attack, gen, amp)
+        if calls["n"] > 4:  # 4 batches per epoch: epoch 2 starts at call 5
+            loss = loss * float("nan")
+        return loss, logits
+
+    monkeypatch.setattr(training, "_objective_loss", nan_in_epoch_2)
+    with pytest.raises(TrainingFailed) as info:
+        train(cfg, tmp_path / "d")
+    msg = str(info.value)
+    assert "epoch 2 step 1" in msg and "nan" in msg and "\n" not in msg
+    metrics = json.loads((tmp_path / "d" / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and len(metrics["epochs"]) == 1
+    assert safe_torch_load(tmp_path / "d" / "last.pt")["epoch"] == 1
+
+
+def test_run_dir_with_other_settings_is_refused(tmp_path, tiny_cfg):
+    train(tiny_cfg, tmp_path / "r")
+    other = dataclasses.replace(tiny_cfg, train=dataclasses.replace(tiny_cfg.train, lr=0.07))
+    before = (tmp_path / "r" / "hparams.json").read_bytes()
+    with pytest.raises(UserError, match="other settings"):
+        train(other, tmp_path / "r")
+    assert (tmp_path / "r" / "hparams.json").read_bytes() == before
+
+
+@pytest.mark.parametrize("objective", ["natural", "fgsm", "fgsm-rs", "trades"])
+def test_every_objective_trains(tmp_path, objective):
+    cfg = tiny_config(epochs=1, objective=objective)
+    cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, test_eval=False))
+    res = train(cfg, tmp_path / objective)
+    assert res.status == "complete" and res.metrics[0]["train_loss"] > 0
+
+
+def test_catastrophic_overfitting_detector():
+    healthy = [
+        {"val_fgsm": 0.40, "val_pgd": 0.35},
+        {"val_fgsm": 0.50, "val_pgd": 0.42},
+        {"val_fgsm": 0.55, "val_pgd": 0.46},
+    ]
+    assert not any(detect_catastrophic_overfitting(healthy[: i + 1]) for i in range(3))
+    seed_case = [{"val_fgsm": 0.89, "val_pgd": 0.004}]
+    assert detect_catastrophic_overfitting(seed_case)
+    collapse = [*healthy, {"val_fgsm": 0.60, "val_pgd": 0.10}]
+    assert detect_catastrophic_overfitting(collapse)
+    assert not detect_catastrophic_overfitting([{"val_fgsm": None, "val_pgd": None}])
