@@ -19,8 +19,9 @@ torch.set_num_threads(2)
 def tiny_config(**train_overrides) -> RunConfig:
     """A run that trains in a couple of seconds on the synthetic dataset (1x16x16, 10 classes)."""
     return RunConfig(
-        data=DataConfig(dataset="synthetic", train_subset=256, val_size=64, test_subset=64,
-                        batch_size=64),
+        data=DataConfig(
+            dataset="synthetic", train_subset=256, val_size=64, test_subset=64, batch_size=64
+        ),
         model=ModelConfig(model="small-cnn"),
         train=dataclasses.replace(
             TrainConfig(objective="pgd", epochs=2, lr=0.05, train_steps=2, progress=False),
@@ -30,7 +31,9 @@ def tiny_config(**train_overrides) -> RunConfig:
     )
 
 
-def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, cwd: Path | None = None, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """Run ``boosting-tickets ARGS`` in a subprocess (real exit codes, real stderr)."""
     full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
     return subprocess.run(
@@ -45,4 +48,6 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> sub
 
 def tree_digest(root: Path) -> dict[str, bytes]:
     """Every file under ``root`` with its bytes, to show a command modified nothing."""
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }

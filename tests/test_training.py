@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from support import tiny_config
 
 from boosting_tickets import training
 from boosting_tickets.errors import UserError
@@ -20,8 +21,6 @@ from boosting_tickets.training import (
     learning_rate,
     train,
 )
-
-from support import tiny_config
 
 
 def _comparable(rows):
@@ -54,8 +53,15 @@ def test_tiny_run_writes_everything_and_rerun_does_no_work(tmp_path, tiny_cfg):
     run = tmp_path / "run"
     res = train(tiny_cfg, run)
     assert res.status == "complete" and len(res.metrics) == 2
-    for name in ("hparams.json", "init.pt", "last.pt", "best.pt", "final.pt", "metrics.json",
-                 "test_eval.json"):
+    for name in (
+        "hparams.json",
+        "init.pt",
+        "last.pt",
+        "best.pt",
+        "final.pt",
+        "metrics.json",
+        "test_eval.json",
+    ):
         assert (run / name).exists(), name
     test = json.loads((run / "test_eval.json").read_text())
     for which in ("best", "final"):
@@ -97,8 +103,10 @@ def test_mask_and_momentum_stay_zero(tmp_path):
     )
     g = torch.Generator().manual_seed(0)
     mask = Mask(
-        {n: (torch.rand(p.shape, generator=g) > 0.5).float()
-         for n, p in prunable_parameters(probe).items()}
+        {
+            n: (torch.rand(p.shape, generator=g) > 0.5).float()
+            for n, p in prunable_parameters(probe).items()
+        }
     )
     train(cfg, tmp_path / "m", mask=mask)
     state = safe_torch_load(tmp_path / "m" / "last.pt")
