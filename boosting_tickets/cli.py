@@ -239,7 +239,24 @@ def evaluate(
     n = num(n_examples, "n-examples")
     if n is not None and n < 1:
         raise UserError(f"--n-examples must be >= 1, got {n}")
-    splits = load_splits(name, data_dir, test_subset=None, val_size=1000 if split == "val" else 0)
+    val_size, data_seed = 0, 0
+    if split == "val":
+        # The held-out split is defined by the run that trained the model: reproduce it exactly.
+        hp = path.parent / "hparams.json"
+        if not hp.exists():
+            raise UserError(
+                f"--split val needs a checkpoint inside a run directory ({hp} not found), "
+                "because the run's settings define its held-out split; use --split test"
+            )
+        from .storage import read_json
+
+        data_cfg = read_json(hp, what="hparams file").get("config", {}).get("data", {})
+        val_size, data_seed = int(data_cfg.get("val_size", 0)), int(data_cfg.get("data_seed", 0))
+        if val_size == 0:
+            raise UserError(
+                f"the run in {path.parent} held out no validation data; use --split test"
+            )
+    splits = load_splits(name, data_dir, val_size=val_size, data_seed=data_seed)
     data = splits.test if split == "test" else splits.val
     if splits.spec.channels != ckpt["arch"]["in_channels"]:
         raise UserError(
