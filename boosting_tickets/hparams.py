@@ -116,7 +116,9 @@ class TrainConfig:
         None, "training attack step; none = eps/4 (PGD), 1.25·eps (FGSM-RS), eps (FGSM)", low=0.0
     )
     train_random_start: bool | None = setting(
-        None, "random start of the training attack; none = attack default (the paper's code: off)"
+        None,
+        "random start of the training attack; none = attack default (on for pgd/fgsm-rs, off for "
+        "fgsm); the paper's code used none: pass --no-train-random-start to match it",
     )
     train_bn_mode: str = setting(
         "eval", "BatchNorm mode while crafting training attacks", choices=BN_MODES
