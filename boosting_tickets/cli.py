@@ -79,7 +79,15 @@ def _log(msg: str) -> None:
     tqdm.write(msg)
 
 
+def _check_creatable(path: Path) -> None:
+    """Refuse an --out that can never be created (a parent is a file) before the work, not after."""
+    ancestor = next((q for q in path.absolute().parents if q.exists()), None)
+    if ancestor is not None and not ancestor.is_dir():
+        raise UserError(f"cannot write {path}: {ancestor} is a file, not a directory")
+
+
 def _check_new_file(path: Path, overwrite: bool) -> None:
+    _check_creatable(path)
     if path.exists() and not overwrite:
         raise UserError(f"{path} exists; pass --overwrite to replace it or choose another --out")
     if path.exists() and path.is_dir():
@@ -98,7 +106,8 @@ def _check_new_file(path: Path, overwrite: bool) -> None:
     "--control",
     type=str,
     default=None,
-    help="With --ticket: reinit (same mask, fresh init) or random-mask (shuffled mask).",
+    help="With --ticket: reinit (same mask, fresh init), random-mask (mask shuffled within each "
+    "layer) or random-mask-global (shuffled across layers).",
 )
 @click_options(RunConfig)
 def train(
@@ -109,6 +118,7 @@ def train(
     from .training import train as run_train
 
     cfg = build_config(RunConfig, config_path=config_path, cli_values=kw)
+    _check_creatable(Path(out) / "run")
     if control is not None and ticket is None:
         raise UserError("--control needs --ticket DIR (a control is a branch of a ticket)")
     if ticket is not None:
@@ -341,7 +351,7 @@ def doctor(data_dir: str, as_json: bool) -> None:
         click.echo("datasets:")
         for d in report["datasets"]:
             state = "found" if d.get("found") else "missing"
-            click.echo(f"  {d['name']:14s} {state:8s} {d.get('path') or ''}")
+            click.echo(f"  {d['name']:14s} {state:8s} {d.get('location') or d.get('fix') or ''}")
         rb = (
             "not installed" if not integ["installed"] else ("intact" if not problems else "DAMAGED")
         )
@@ -350,3 +360,19 @@ def doctor(data_dir: str, as_json: bool) -> None:
         click.echo(f"problem: {p}", err=True)
     if problems:
         sys.exit(1)
+
+
+from .cli_tickets import find_ticket_command  # noqa: E402  (bottom import avoids a cycle)
+
+cli.add_command(find_ticket_command)
+
+
+from .cli_compare import compare  # noqa: E402 - registered after cli is defined
+
+cli.add_command(compare)
+
+
+from .cli_bench import bench, tables  # noqa: E402 - registered after cli is defined
+
+cli.add_command(bench)
+cli.add_command(tables)

@@ -1,0 +1,232 @@
+"""Tables, figures and README regenerated from raw results: byte-identical output for a fixture,
+protocol checks, rows from other producers, published reference rows and truthful verdicts."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from support import run_cli
+
+from boosting_tickets.errors import UserError
+from boosting_tickets.reporting import (
+    csv_text,
+    fmt_interval,
+    latex_escape,
+    regenerate,
+    speed_verdict,
+)
+from boosting_tickets.results import read_results, write_results
+from boosting_tickets.stats import mean_ci, paired_difference
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = REPO / "tests" / "fixtures"
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_tables_from_the_fixture_are_byte_identical(tmp_path):
+    """Regenerate with: boosting-tickets tables tests/fixtures/results --out tests/fixtures/expected
+    --no-figures (only after an intended change of the rendering)."""
+    out = tmp_path / "results"
+    proc = run_cli("tables", "tests/fixtures/results", "--out", str(out), "--no-figures", cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    expected = _files(FIXTURES / "expected")
+    assert set(expected) == {
+        "README.md",
+        *(
+            f"tables/{t}.{ext}"
+            for t in ("summary", "convergence", "paired")
+            for ext in ("md", "csv", "tex")
+        ),
+    }
+    got = _files(out)
+    assert set(got) == set(expected)
+    for name, data in expected.items():
+        assert got[name] == data, f"{name} differs from tests/fixtures/expected/{name}"
+    # The console shows the comparison table and the computed verdicts.
+    assert "| fixture-mini | ticket-natural |" in proc.stdout
+    assert "ticket-natural was faster than dense" in proc.stdout
+    assert "reinit was not faster than dense: it missed the target in 1 of 2 seeds" in proc.stdout
+
+
+def test_readme_is_truthful_to_the_fixture():
+    readme = (FIXTURES / "expected" / "README.md").read_text()
+    # ticket-natural: -5 s (seed 0) and -2 s (seed 1): faster on average, interval includes zero.
+    assert "ticket-natural was faster than dense: 3.5 s less total time" in readme
+    assert "includes zero (within seed noise)" in readme
+    # ticket-fgsm needed 40 s + 8 s of finding vs 30 s: not faster.
+    assert "ticket-fgsm was not faster than dense: 18.0 s more total time" in readme
+    assert "seed 1 failed (find) and is not tabulated" in readme
+    summary = (FIXTURES / "expected" / "tables" / "summary.md").read_text()
+    assert "| ticket-fgsm    | ticket found by FGSM training    | ticket | measured | 1 " in summary
+
+
+def test_figures_are_pngs_indexed_by_the_readme(tmp_path):
+    report = regenerate(FIXTURES / "results", tmp_path)
+    pngs = sorted(p.name for p in (tmp_path / "figures").iterdir())
+    assert pngs == [
+        "fixture-mini_epoch1.png",
+        "fixture-mini_pgd_vs_epoch.png",
+        "fixture-mini_pgd_vs_time.png",
+    ]
+    for name in pngs:
+        assert (tmp_path / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"figures/{name}" in (tmp_path / "README.md").read_text()
+    assert "tables/summary.tex" in report.files
+
+
+def _doc(tmp: Path, name: str, rows, **protocol_changes):
+    base = read_results(FIXTURES / "results" / "fixture-mini" / "results.json")
+    protocol = {**base["protocol"], **protocol_changes}
+    path = tmp / name / "results.json"
+    write_results(path, suite=name, protocol=protocol, rows=rows, environment=base["environment"])
+    return path
+
+
+def _zoo_row(arm: str, pgd: float, params: int):
+    return {
+        "arm": arm,
+        "kind": "zoo",
+        "source": "measured",
+        "seed": None,
+        "dataset": "synthetic",
+        "model": "wrn-28-10",
+        "params": params,
+        "nonzero_params": params // 10,
+        "clean_acc": 0.9,
+        "fgsm_acc": 0.6,
+        "pgd_acc": pgd,
+        "autoattack_acc": pgd - 0.01,
+    }
+
+
+def test_protocol_mismatch_is_refused_naming_fields_and_writes_nothing(tmp_path):
+    src = tmp_path / "in"
+    shutil.copytree(FIXTURES / "results", src)
+    _doc(src, "other", [_zoo_row("zoo:A", 0.5, 1000)], eps=0.2, n_examples=10)
+    out = tmp_path / "out"
+    with pytest.raises(UserError) as info:
+        regenerate(src, out)
+    msg = str(info.value)
+    assert "fields: eps, n_examples" in msg and "--mix-protocols" in msg and "\n" not in msg
+    assert not out.exists()
+    report = regenerate(src, out, mix_protocols=True, with_figures=False)
+    assert report.summary.headers[-1] == "protocol"
+    assert any("Linf 0.2" in r[-1] for r in report.summary.rows)
+
+
+def test_rows_from_other_producers_join_the_tables(tmp_path):
+    src = tmp_path / "in"
+    shutil.copytree(FIXTURES / "results", src)
+    _doc(src, "robustbench-compare", [_zoo_row("zoo:Carmon2019", 0.55, 36479194)])
+    report = regenerate(src, tmp_path / "out", with_figures=False)
+    zoo = [r for r in report.summary.rows if r[1] == "zoo:Carmon2019"]
+    assert len(zoo) == 1
+    suite, arm, _, kind, source, seeds, params, nonzero = zoo[0][:8]
+    assert (suite, kind, source, seeds) == ("robustbench-compare", "zoo", "measured", "–")
+    assert (params, nonzero) == ("36479194", "3647919")
+    assert "AutoAttack %" in report.summary.headers
+    assert "zoo:Carmon2019" not in {r[1] for r in report.paired.rows}
+
+
+def _measured(arm, kind, seed, pgd, **extra):
+    return {
+        "arm": arm,
+        "kind": kind,
+        "source": "measured",
+        "seed": seed,
+        "dataset": "cifar10",
+        "model": "wrn-34-10",
+        "params": 46160474,
+        "nonzero_params": 46160474,
+        "clean_acc": 0.85,
+        "fgsm_acc": 0.55,
+        "pgd_acc": pgd,
+        **extra,
+    }
+
+
+def test_published_rows_appear_only_under_their_protocol(tmp_path):
+    table3 = {"eps": 8 / 255, "pgd_steps": 20, "step_size": 2 / 255, "n_examples": 10000}
+    rows = [_measured("dense", "dense", 0, 0.49)]
+    base = read_results(FIXTURES / "results" / "fixture-mini" / "results.json")
+    path = tmp_path / "match" / "results.json"
+    write_results(
+        path,
+        suite="paper-wrn34-10",
+        protocol={**base["protocol"], **table3, "dataset": "cifar10"},
+        rows=rows,
+        environment={},
+        reference=["li2020-table3"],
+    )
+    report = regenerate(tmp_path / "match", tmp_path / "out", with_figures=False)
+    ref = {r[1]: r for r in report.summary.rows if r[3] == "reference"}
+    assert set(ref) == {
+        "paper:dense",
+        "paper:ticket-fgsm@40ep",
+        "paper:ticket-fgsm@70ep",
+        "paper:ticket-fgsm@100ep",
+    }
+    assert ref["paper:dense"][4] == "published" and ref["paper:dense"][10] == "50.07"
+    assert ref["paper:dense"][-1] == "134764"  # total time, Table 3
+    assert ref["paper:dense"][6] == "46160474"  # WRN-34-10 from our architecture
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert "4 published row(s)" in readme
+
+    # 500 test images instead of the paper's 10,000: no published rows, and the README says why.
+    write_results(
+        path,
+        suite="paper-wrn34-10",
+        protocol={**base["protocol"], **table3, "n_examples": 500},
+        rows=rows,
+        environment={},
+        reference=["li2020-table3"],
+    )
+    report = regenerate(tmp_path / "match", tmp_path / "out2", with_figures=False)
+    assert not [r for r in report.summary.rows if r[3] == "reference"]
+    readme = (tmp_path / "out2" / "README.md").read_text()
+    assert "Table 3 is not shown: protocol differs" in readme
+
+
+def test_missing_or_empty_results_dir(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        regenerate(tmp_path / "nope", tmp_path / "out")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "metrics.json").write_text("{}")
+    with pytest.raises(UserError, match="no results files under"):
+        regenerate(tmp_path / "empty", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_speed_verdicts():
+    faster = speed_verdict(
+        "t",
+        "d",
+        paired_difference({0: 20.0, 1: 25.0, 2: 22.0}, {0: 30.0, 1: 31.0, 2: 33.0}),
+        paired_difference({0: 2, 1: 2, 2: 2}, {0: 3, 1: 3, 2: 4}),
+        (3, 3),
+    )
+    assert faster[0] == "faster" and "excludes zero" in faster[1] and "fewer" in faster[1]
+    slower = speed_verdict(
+        "t", "d", paired_difference({0: 40.0}, {0: 30.0}), paired_difference({0: 2}, {0: 3}), (1, 1)
+    )
+    assert slower[0] == "not faster" and "10.0 s more" in slower[1] and "1 seed" in slower[1]
+    never = speed_verdict(
+        "t", "d", paired_difference({}, {0: 1.0}), paired_difference({}, {}), (0, 2)
+    )
+    assert never == (
+        "not faster",
+        "t never reached the target (0 of 2 seeds), so it was not faster than d",
+    )
+
+
+def test_cell_formats():
+    assert fmt_interval(mean_ci([0.4, 0.5, 0.6]), pct=True) == "50.00 ± 24.84"
+    assert fmt_interval(mean_ci([0.5]), pct=True) == "50.00"
+    assert fmt_interval(mean_ci([]), pct=True) == "–"
+    assert latex_escape("a_b 5% & ± – #1 {x}") == r"a\_b 5\% \& $\pm$ -- \#1 \{x\}"
+    assert csv_text(["a", "b"], [[None, 0.1234567891], [3, "x,y"]]) == 'a,b\n,0.123457\n3,"x,y"\n'
