@@ -110,6 +110,16 @@ def read_model_checkpoint(path: str | Path) -> dict[str, Any]:
     arch = ckpt.get("arch")
     if not isinstance(arch, dict) or any(k not in arch for k in ARCH_KEYS[:3]):
         raise UserError(f"checkpoint {path} lacks its architecture description; re-create it")
+    sd = ckpt.get("state_dict")
+    if not isinstance(sd, dict) or not all(torch.is_tensor(v) for v in sd.values()):
+        raise UserError(f"checkpoint {path} has no tensor state_dict (damaged); re-create it")
+    # NaN/inf weights (a diverged run) would give meaningless accuracies, not an error.
+    bad = next((k for k, v in sd.items() if v.is_floating_point() and not v.isfinite().all()), None)
+    if bad is not None:
+        raise UserError(
+            f"checkpoint {path} holds NaN/inf weights (in '{bad}'), from a diverged run; "
+            "retrain it with a lower --lr"
+        )
     return ckpt
 
 

@@ -4,6 +4,12 @@ Every file the toolkit writes goes through a temporary file in the same director
 fsynced, then renamed over the target, so a crash leaves either the old file or the new one, never half
 of one. Every checkpoint is read with ``torch.load(..., weights_only=True)`` after a cheap sniff that turns
 HTML pages (failed downloads), empty and truncated files into one-line errors.
+
+Fault injection (tests and ``benchmarks/fault_injection.py`` only; off unless the variable is set):
+``BOOSTING_TICKETS_FAULT=POINT:FILENAME`` acts on atomic writes of files named FILENAME.
+``after_tmp_write`` SIGKILLs the process at the first such write, once its temporary file is complete
+and fsynced but before the rename (a crash in the middle of a checkpoint or results write);
+``enospc`` makes every such write fail as on a full disk.
 """
 
 from __future__ import annotations
@@ -11,12 +17,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import io
 import json
 import math
 import os
 import pickle
-import tempfile
+import secrets
+import signal
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,17 +30,45 @@ from typing import Any
 
 from .errors import UserError
 
+FAULT_ENV = "BOOSTING_TICKETS_FAULT"
+
+
+def _inject_fault(point: str, path: Path) -> None:
+    """Test-only crash/full-disk injection at ``point`` of the write of ``path`` (see module doc)."""
+    spec = os.environ.get(FAULT_ENV)
+    if not spec or spec != f"{point}:{path.name}":
+        return
+    if point == "enospc":
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
+
+
+def _new_temp(path: Path) -> Path:
+    """Create an empty hidden temp file next to ``path``.
+
+    Unlike ``tempfile.mkstemp`` (always mode 0600) the mode follows the umask, like any other file
+    the user creates, so results in a shared directory stay readable by the group.
+    """
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:  # pragma: no cover - 48 random bits
+            continue
+        os.close(fd)
+        return tmp
+
 
 @contextlib.contextmanager
 def _atomic_target(path: Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _new_temp(path)
     try:
+        _inject_fault("enospc", path)
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
+        _inject_fault("after_tmp_write", path)
         os.replace(tmp_path, path)
         _fsync_dir(path.parent)
     except BaseException:
@@ -59,6 +93,8 @@ def _os_error(path: Path, exc: OSError) -> UserError:
         return UserError(
             f"cannot write {path}: permission denied; choose a writable --out directory"
         )
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR):  # mkdir of a parent that is a file
+        return UserError(f"cannot write {path}: a parent of it is a file, not a directory")
     return UserError(f"cannot write {path}: {exc.strerror or exc}")
 
 
@@ -106,8 +142,14 @@ def _digest(body: Any) -> str:
     return hashlib.sha256(canon.encode()).hexdigest()
 
 
-def read_json(path: str | Path, *, what: str = "file", verify: bool = True) -> Any:
-    """Read JSON; a missing, malformed or checksum-mismatched file raises a one-line UserError."""
+def read_json(
+    path: str | Path, *, what: str = "file", verify: bool = True, require_checksum: bool = False
+) -> Any:
+    """Read JSON; a missing, malformed or checksum-mismatched file raises a one-line UserError.
+
+    ``require_checksum=True`` (for files always written with ``checksum=True``) also refuses a file
+    without its ``"sha256"`` field, so that damage to the field's own name cannot skip the check.
+    """
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -119,6 +161,8 @@ def read_json(path: str | Path, *, what: str = "file", verify: bool = True) -> A
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
         raise UserError(f"{what} {p} is not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    if require_checksum and not (isinstance(obj, dict) and "sha256" in obj):
+        raise UserError(f"{what} {p} has no checksum (damaged?); regenerate it")
     if verify and isinstance(obj, dict) and "sha256" in obj:
         body = {k: v for k, v in obj.items() if k != "sha256"}
         if _digest(body) != obj["sha256"]:
@@ -132,8 +176,10 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
 
     p = Path(path)
     try:
-        with _atomic_target(p) as tmp:
-            torch.save(obj, tmp)
+        with _atomic_target(p) as tmp, open(tmp, "wb") as fh:
+            # Through a Python file object a full disk raises OSError(ENOSPC); torch's own file
+            # writer would raise an opaque RuntimeError ("unexpected pos ...") instead.
+            torch.save(obj, fh)
     except OSError as exc:
         raise _os_error(p, exc) from None
 
@@ -162,7 +208,9 @@ def sniff_checkpoint(path: Path, what: str) -> None:
         try:
             with zipfile.ZipFile(path) as zf:
                 bad = zf.testzip()
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        except Exception:  # noqa: BLE001 - a damaged archive trips zipfile in many ways
+            # (BadZipFile, EOFError, zlib.error, NotImplementedError or RuntimeError for flipped
+            # flag bits): all of them mean the file cannot be trusted.
             raise UserError(
                 f"{what} {path} is truncated or corrupted (not a complete zip archive); "
                 "re-create or re-download it"
@@ -192,7 +240,9 @@ def safe_torch_load(path: str | Path, *, what: str = "checkpoint") -> Any:
                 "(weights_only=True load failed); only load files you trust by converting them"
             ) from None
         raise UserError(f"{what} {p} is corrupted: {first}") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, io.UnsupportedOperation):
+    except MemoryError:
+        raise  # a big checkpoint on a small machine is not a damaged file
+    except Exception:  # noqa: BLE001 - corrupted bytes raise anything from the unpickler
         raise UserError(
             f"{what} {p} is truncated or corrupted; re-create or re-download it"
         ) from None

@@ -219,19 +219,16 @@ def train(
         "config": to_dict(cfg),
         "extra": extra or {},
     }
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create run directory {run_dir}: {exc.strerror}") from None
-    _check_hparams(run_dir, record)
+    if (run_dir / "hparams.json").exists():
+        _check_hparams(run_dir, record)  # refuses another run's directory before any work
 
     metrics_path = run_dir / "metrics.json"
     if metrics_path.exists():
-        done = read_json(metrics_path, what="metrics file")
+        done = read_json(metrics_path, what="metrics file", require_checksum=True)
         if done.get("status") in ("complete", "stopped_overfit"):
             say(f"{run_dir.name}: already complete, nothing to do")
             test = (
-                read_json(run_dir / "test_eval.json", what="test evaluation")
+                read_json(run_dir / "test_eval.json", what="test evaluation", require_checksum=True)
                 if (run_dir / "test_eval.json").exists()
                 else None
             )
@@ -252,6 +249,12 @@ def train(
             allow_download=dc.download,
         )
     spec = splits.spec
+    # Only now that device and data are known to work: a refused run leaves no directory behind.
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create run directory {run_dir}: {exc.strerror}") from None
+    _check_hparams(run_dir, record)
     arch = arch_meta(
         cfg.model.model,
         num_classes=spec.num_classes,
@@ -282,6 +285,7 @@ def train(
     if tc.channels_last:
         model.to(memory_format=torch.channels_last)
     dev_mask = mask.on_device(device) if mask is not None else None
+    watched = {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
     optimizer = torch.optim.SGD(
         model.parameters(), lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay
     )
@@ -354,7 +358,7 @@ def train(
                 x = x.contiguous(memory_format=torch.channels_last)
             loss, logits = _objective_loss(model, x, y, cfg, attack, gens["attack"], use_amp)
             if not torch.isfinite(loss):
-                _fail(run_dir, rows, epoch, it, lr, float(loss.item()))
+                _fail(run_dir, rows, epoch, it, lr, f"loss became {float(loss.item())}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if dev_mask is not None:
@@ -363,6 +367,11 @@ def train(
             if dev_mask is not None:
                 dev_mask.apply_(model)
                 dev_mask.mask_optimizer_state_(optimizer, model)
+            # A finite loss can still leave NaN/inf weights or BN statistics (e.g. after the last
+            # step of an epoch); they must never reach the held-out evaluation or a checkpoint.
+            bad = _first_non_finite(watched)
+            if bad is not None:
+                _fail(run_dir, rows, epoch, it, lr, f"weights became non-finite (in '{bad}')")
             loss_sum += float(loss.item()) * len(y)
             correct += int((logits.argmax(1) == y).sum().item())
             seen += len(y)
@@ -480,10 +489,17 @@ def _objective_loss(
     return F.cross_entropy(logits, y), logits
 
 
-def _fail(run_dir: Path, rows: list, epoch: int, step: int, lr: float, value: float) -> None:
-    reason = (
-        f"training diverged: loss became {value} at epoch {epoch + 1} step {step + 1} (lr {lr:.4g})"
-    )
+def _first_non_finite(tensors: Mapping[str, torch.Tensor]) -> str | None:
+    """Name of the first tensor holding a NaN or inf, or None (one device sync for all of them)."""
+    names = list(tensors)
+    # The max-abs norm cannot overflow, so only a real NaN/inf entry makes it non-finite.
+    norms = torch._foreach_norm(list(tensors.values()), float("inf"))
+    ok = torch.isfinite(torch.stack(norms)).cpu()
+    return None if bool(ok.all()) else names[int((~ok).nonzero()[0])]
+
+
+def _fail(run_dir: Path, rows: list, epoch: int, step: int, lr: float, problem: str) -> None:
+    reason = f"training diverged: {problem} at epoch {epoch + 1} step {step + 1} (lr {lr:.4g})"
     prev = read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").exists() else {}
     atomic_write_json(
         run_dir / "metrics.json",
@@ -545,7 +561,7 @@ def _test_eval(
 ) -> dict[str, Any]:
     path = run_dir / "test_eval.json"
     if path.exists():
-        return read_json(path, what="test evaluation")
+        return read_json(path, what="test evaluation", require_checksum=True)
     test = splits.test
     out: dict[str, Any] = {"dataset": splits.spec.name, "split": "test"}
     best_ckpt = safe_torch_load(run_dir / "best.pt", what="best checkpoint")

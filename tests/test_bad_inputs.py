@@ -1,0 +1,402 @@
+"""Bad input refused: one table of bad command lines over every command.
+
+Each case must exit non-zero with exactly one stderr line ``error: ...`` naming the problem (the
+``expect`` fragment), print no traceback, and leave every file and directory of the workspace as it
+was (hashed before and after). The cases run in-process through ``cli.main`` for speed; a few also
+run in a real process to show that no traceback reaches a terminal. ``tests/test_cli.py`` holds the
+first train/evaluate cases (flags out of range, HTML/truncated/foreign/empty checkpoints); the cases
+here are the others.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import zipfile
+from pathlib import Path
+
+import click
+import pytest
+import torch
+from support import cli_call, run_cli, small_config
+
+from boosting_tickets.checkpoints import MODEL_FORMAT
+from boosting_tickets.cli import cli
+from boosting_tickets.masks import Mask
+from boosting_tickets.models import build_model, prunable_parameters
+from boosting_tickets.results import PROTOCOL_KEYS, write_results
+from boosting_tickets.storage import atomic_write_json
+from boosting_tickets.training import train
+
+SMALL_DATA = ["--dataset", "synthetic", "--train-subset", "64", "--val-size", "16",
+              "--test-subset", "16", "--batch-size", "16", "--model", "wrn-10-1",
+              "--no-progress"]  # fmt: skip
+
+
+def registered(command: str) -> bool:
+    """Whether ``command`` ('train', 'bench run', ...) exists in this version of the CLI."""
+    group: click.Command = cli
+    for part in command.split():
+        if not isinstance(group, click.Group) or part not in group.commands:
+            return False
+        group = group.commands[part]
+    return True
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One bad command line: ``argv`` with ``{name}`` placeholders for workspace paths."""
+
+    id: str
+    argv: tuple[str, ...]
+    expect: str  # a fragment of the one-line error (the problem, and the fix where one is given)
+    group_only: bool = False  # the case is about the top-level group itself (unknown command)
+
+    @property
+    def command(self) -> str:
+        if self.group_only:
+            return ""
+        words = [a for a in self.argv[:2] if not a.startswith("-") and "{" not in a]
+        return " ".join(words[:2]) if words[0] in ("bench", "compare") else words[0]
+
+
+def C(id: str, argv: str, expect: str, group_only: bool = False) -> Case:  # noqa: N802 - a row
+    return Case(id, tuple(argv.split()), expect, group_only)
+
+
+T = "train " + " ".join(SMALL_DATA) + " --out {out}"
+F = "find-ticket " + " ".join(SMALL_DATA) + " --epochs 1 --out {out}"
+E = "evaluate {ckpt} --n-examples 4 --steps 1"
+
+CASES = [
+    # --- train: numbers ------------------------------------------------------------------------
+    C("train-lr-nan", T + " --lr nan", "--lr must be a finite number, got nan"),
+    C("train-lr-negative", T + " --lr -0.1", "--lr must be > 0.0, got -0.1"),
+    C("train-lr-zero", T + " --lr 0", "--lr must be > 0.0, got 0.0"),
+    C("train-lr-text", T + " --lr fast", "--lr expects float, got 'fast'"),
+    C("train-eps-nan", T + " --train-eps nan", "--train-eps must be a finite number"),
+    C("train-eval-eps-inf", T + " --eval-eps inf", "--eval-eps must be a finite number"),
+    C("train-momentum", T + " --momentum 1.5", "--momentum must be <= 0.999"),
+    C("train-batch-zero", T + " --batch-size 0", "--batch-size must be >= 1"),
+    C("train-subset-zero", T + " --train-subset 0", "--train-subset must be >= 1"),
+    C("train-seed-negative", T + " --seed -1", "--seed must be >= 0"),
+    C("train-dropout-one", T + " --dropout 1", "--dropout must be <= 0.99"),
+    C("train-milestones-order", T + " --milestones 0.75,0.5", "--milestones must be increasing"),
+    C("train-warmup-too-long", T + " --epochs 2 --warmup-epochs 5", "exceeds --epochs"),
+    # --- train: names ---------------------------------------------------------------------------
+    C("train-wrn-depth", T + " --model wrn-11-1", "depth must be 6n+4"),
+    C("train-schedule", T + " --schedule cosine", "unknown schedule 'cosine'"),
+    C("train-bn-mode", T + " --train-bn-mode frozen", "unknown train bn mode 'frozen'"),
+    C("train-device", T + " --device tpu", "unknown device 'tpu'"),
+    C("train-control", T + " --ticket {ticket} --control shuffle", "shuffle"),
+    # --- train: files ---------------------------------------------------------------------------
+    C("train-missing-data", T + " --dataset mnist --data-dir {root}/nodata", "mnist"),
+    C("toml-wrong-type", T + " --config {toml_type}", "config key 'epochs' expects int, got str"),
+    C("toml-list-for-float", T + " --config {toml_list}", "config key 'lr' expects float"),
+    C("toml-section-scalar", T + " --config {toml_section}", "must be a [train] table"),
+    C("toml-unknown-section", T + " --config {toml_unknown}", "unknown config key 'optim'"),
+    C("toml-syntax", T + " --config {toml_syntax}", "is not valid TOML"),
+    C("toml-missing", T + " --config {root}/nope.toml", "config file not found"),
+    C("toml-directory", T + " --config {root}", "cannot read config file"),
+    C("train-out-under-file", T.replace("{out}", "{blocker}/runs"), "not-a-dir is a file"),
+    C("ticket-missing", T + " --ticket {root}/no-ticket", "ticket directory not found"),
+    C("ticket-is-a-run", T + " --ticket {run}", "lacks ticket.json"),
+    C("ticket-mask-shape", T + " --ticket {ticket_badmask}", "mask does not fit this model"),
+    C("ticket-other-arch", T.replace("wrn-10-1", "wrn-10-2") + " --ticket {ticket}", "wrn-10-1"),
+    # --- evaluate -------------------------------------------------------------------------------
+    C("eval-eps-nan", E + " --eps nan", "eps"),
+    C("eval-eps-inf", E + " --eps inf", "eps"),
+    C("eval-steps-text", E + " --steps ten", "--steps expects int, got 'ten'"),
+    C("eval-restarts-zero", E + " --restarts 0", "restarts must be >= 1"),
+    C("eval-batch-zero", E + " --batch-size 0", "--batch-size must be >= 1"),
+    C("eval-step-negative", E + " --step-size -0.1", "step_size must be >= 0"),
+    C("eval-dataset-unknown", E + " --dataset imagenet", "unknown dataset 'imagenet'"),
+    C("eval-device", E + " --device tpu", "unknown device 'tpu'"),
+    C("eval-split-val-standalone", "evaluate {standalone} --split val", "--split val needs"),
+    C("eval-out-dir", E + " --out {root} --overwrite", "--out must name a file"),
+    C("eval-out-under-file", E + " --out {blocker}/r.json", "not-a-dir is a file, not a dir"),
+    C("ckpt-dir-without-best", "evaluate {emptydir}", "checkpoint not found"),
+    C("ckpt-garbage", "evaluate {garbage}", "not a PyTorch checkpoint"),
+    C("ckpt-bad-crc", "evaluate {badzip}", "corrupted"),
+    C("ckpt-legacy-truncated", "evaluate {legacy_truncated}", "truncated or corrupted"),
+    C("ckpt-xml-error-page", "evaluate {xmlpage}", "HTML page, not a checkpoint"),
+    C("ckpt-raw-state-dict", "evaluate {statedict}", "not a boosting-tickets model checkpoint"),
+    C("ckpt-training-state", "evaluate {last}", "not a boosting-tickets model checkpoint"),
+    C("ckpt-mask-file", "evaluate {mask}", "not a boosting-tickets model checkpoint"),
+    C("ckpt-no-state-dict", "evaluate {nostate}", "no tensor state_dict"),
+    C("ckpt-wrong-width", "evaluate {wrongshape}", "does not fit"),
+    C("ckpt-nan-weights", "evaluate {nanckpt}", "NaN/inf weights"),
+    # --- find-ticket ----------------------------------------------------------------------------
+    C("find-sparsity-high", F + " --sparsity 1.5", "--sparsity must be in [0, 1)"),
+    C("find-sparsity-one", F + " --sparsity 1", "--sparsity must be in [0, 1)"),
+    C("find-sparsity-negative", F + " --sparsity -0.2", "--sparsity must be in [0, 1)"),
+    C("find-sparsity-nan", F + " --sparsity nan", "--sparsity must be a finite number"),
+    C("find-objective", F + " --objective trades", "unknown objective 'trades'"),
+    C("find-scope", F + " --prune-scope layerwise", "unknown prune scope 'layerwise'"),
+    C("find-rewind-malformed", F + " --rewind epoch:x", "--rewind 'epoch:x' is malformed"),
+    C("find-rewind-missing", F + " --rewind {root}/nope.pt", "neither init, epoch:K"),
+    C("find-rewind-late", F + " --rewind epoch:3", "must be below --epochs"),
+    C("find-imp-rounds", F + " --imp-rounds 0", "--imp-rounds must be >= 1"),
+    C("find-output-rate", F + " --output-rate 2", "--output-rate must be <= 1.0"),
+    # --- bench run ------------------------------------------------------------------------------
+    C("bench-unknown-suite", "bench run no-such-suite --out {out}", "no-such-suite"),
+    C("bench-arm-kind", "bench run {suite_kind} --out {out}", "superticket"),
+    C("bench-ticket-of", "bench run {suite_ticket_of} --out {out}", "nonexistent"),
+    C("bench-seeds-type", "bench run {suite_seeds} --out {out}", "seeds"),
+    C("bench-unknown-key", "bench run {suite_key} --out {out}", "unknown config key 'epoks'"),
+    C("bench-arm-changes-split", "bench run {suite_split} --out {out}", "val_size"),
+    C("bench-seeds-zero", "bench run {suite_ok} --seeds 0 --out {out}", "--seeds must be >= 1"),
+    C("bench-seeds-text", "bench run {suite_ok} --seeds two --out {out}", "--seeds expects"),
+    C("bench-other-suite", "bench run {suite_ok} --out {bench_other}", "holds results of suite"),
+    C("bench-old-schema", "bench run {suite_ok} --out {bench_schema}", "schema version 0"),
+    # --- tables ---------------------------------------------------------------------------------
+    C("tables-missing-dir", "tables {root}/no-results --out {out}", "does not exist"),
+    C("tables-no-results", "tables {emptydir} --out {out}", "no results files"),
+    C("tables-schema", "tables {res_schema} --out {out}", "schema version 2"),
+    C("tables-edited", "tables {res_edited} --out {out}", "fails its checksum"),
+    C("tables-truncated", "tables {res_truncated} --out {out}", "not valid JSON"),
+    C("tables-no-checksum", "tables {res_nochecksum} --out {out}", "has no checksum"),
+    C("tables-bad-accuracy", "tables {res_badacc} --out {out}", "fractions in [0, 1]"),
+    C("tables-mixed-protocols", "tables {res_mixed} --out {out}", "different protocols"),
+    C("tables-out-is-file", "tables {res_good} --out {blocker}", "is a file"),
+    # --- compare --------------------------------------------------------------------------------
+    C("compare-no-models", "compare robustbench --out {out}/r.json", "no models given"),
+    C("compare-bad-name", "compare robustbench --models ../evil --out {out}/r.json", "bad model"),
+    C("compare-dataset", "compare robustbench --models X --dataset svhn", "unknown dataset 'svhn'"),
+    C("compare-threat", "compare robustbench --models X --threat L2", "unknown threat 'L2'"),
+    C("compare-n-zero", "compare robustbench --models X --n-examples 0", "--n-examples must be"),
+    C("compare-export-html", "compare export {xmlpage} --model-dir {out} --name X", "HTML page"),
+    C("compare-export-no-name", "compare export {ckpt} --model-dir {out}", "--name"),
+    # --- doctor and the group -------------------------------------------------------------------
+    C("doctor-unknown-flag", "doctor --fix", "No such option '--fix'"),
+    C("doctor-extra-arg", "doctor now", "unexpected extra argument"),
+    C("unknown-command", "trian", "No such command 'trian'", group_only=True),
+]
+
+
+def _toml(path: Path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+SUITE = """description = "bad-input fixture"
+seeds = {seeds}
+device = "cpu"
+[run.data]
+dataset = "synthetic"
+train_subset = 64
+val_size = 16
+test_subset = 16
+batch_size = 16
+[run.model]
+model = "wrn-10-1"
+[run.train]
+epochs = 1
+{train_extra}
+[[arms]]
+name = "dense"
+kind = "{kind}"
+{arm_extra}
+"""
+
+
+def _suite(path: Path, **kw: str) -> str:
+    fields = {"seeds": "[0]", "train_extra": "", "kind": "dense", "arm_extra": "", **kw}
+    return _toml(path, SUITE.format(**fields))
+
+
+def _results(path: Path, *, suite: str = "fixture", eps: float = 0.1, acc: float = 0.5) -> Path:
+    protocol = {k: None for k in PROTOCOL_KEYS} | {"threat_model": "Linf", "eps": eps}
+    row = {
+        "arm": "dense", "kind": "dense", "source": "measured", "seed": 0, "dataset": "synthetic",
+        "model": "wrn-10-1", "params": 10, "nonzero_params": 10, "clean_acc": acc,
+        "fgsm_acc": 0.2, "pgd_acc": 0.1,
+    }  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_results(path, suite=suite, protocol=protocol, rows=[row], environment={})
+    return path
+
+
+def _edit_json(path: Path, *, checksum: bool = False, **changes) -> None:
+    """Change top-level fields; ``checksum=True`` re-signs the file (as another version would)."""
+    doc = json.loads(path.read_text())
+    doc.update(changes)
+    if checksum:
+        atomic_write_json(path, {k: v for k, v in doc.items() if k != "sha256"}, checksum=True)
+    else:
+        path.write_text(json.dumps(doc))  # the old checksum no longer matches
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory) -> dict[str, str]:
+    """A workspace of good and bad files; every case formats its argv with these paths."""
+    from boosting_tickets.tickets import FindConfig, FindTrainConfig, find_ticket
+
+    root = tmp_path_factory.mktemp("bad-inputs")
+    p: dict[str, str] = {"root": str(root), "out": str(root / "out")}
+    (root / "out").mkdir()
+
+    cfg = small_config(epochs=1)
+    cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, test_eval=False))
+    run = root / "run"
+    train(cfg, run)
+    p.update(run=str(run), ckpt=str(run / "best.pt"), last=str(run / "last.pt"))
+
+    fc = FindConfig(
+        data=cfg.data,
+        model=cfg.model,
+        train=FindTrainConfig(epochs=1, progress=False),
+        eval=cfg.eval,
+    )
+    ticket = find_ticket(fc, root / "tickets")
+    p.update(ticket=str(ticket.dir), mask=str(Path(ticket.dir) / "mask.pt"))
+    bad = root / "ticket-badmask"
+    bad.mkdir()
+    for name in ("ticket.json", "rewind.pt"):
+        (bad / name).write_bytes((Path(ticket.dir) / name).read_bytes())
+    other = build_model("wrn-10-2", num_classes=10, in_channels=1, mean=None, std=None)
+    Mask.ones(prunable_parameters(other)).save(bad / "mask.pt")  # a WRN-10-2 mask
+    p["ticket_badmask"] = str(bad)
+
+    ckpt = torch.load(run / "best.pt", weights_only=True)
+    blocker = root / "not-a-dir"
+    blocker.write_text("a file where a directory should be")
+    p["blocker"] = str(blocker)
+    (root / "empty").mkdir()
+    p["emptydir"] = str(root / "empty")
+    standalone = root / "standalone.pt"
+    standalone.write_bytes((run / "best.pt").read_bytes())
+    p["standalone"] = str(standalone)
+
+    garbage = root / "garbage.pt"
+    garbage.write_bytes(bytes(range(256)) * 8)
+    badzip = root / "badzip.pt"
+    data = bytearray((run / "best.pt").read_bytes())
+    with zipfile.ZipFile(run / "best.pt") as zf:
+        big = max(zf.infolist(), key=lambda i: i.compress_size)
+    data[big.header_offset + 30 + len(big.filename) + big.compress_size // 2] ^= 0xFF  # flip a bit
+    badzip.write_bytes(bytes(data))
+    legacy = root / "legacy.pt"
+    torch.save(ckpt, legacy, _use_new_zipfile_serialization=False)
+    blob = legacy.read_bytes()
+    legacy.write_bytes(blob[: len(blob) // 2])
+    xml = root / "s3-error.pt"
+    xml.write_text('<?xml version="1.0"?><Error><Code>AccessDenied</Code></Error>')
+    statedict = root / "statedict.pt"
+    torch.save(ckpt["state_dict"], statedict)
+    nostate = root / "nostate.pt"
+    torch.save({k: v for k, v in ckpt.items() if k != "state_dict"}, nostate)
+    wrong = root / "wrongshape.pt"
+    torch.save({**ckpt, "arch": {**ckpt["arch"], "model": "wrn-10-2"}}, wrong)
+    nan = root / "nan.pt"
+    sd = dict(ckpt["state_dict"])
+    first = next(k for k, v in sd.items() if v.is_floating_point())
+    sd[first] = sd[first].clone().fill_(float("nan"))
+    torch.save({**ckpt, "state_dict": sd, "format": MODEL_FORMAT}, nan)
+    p.update(
+        garbage=str(garbage), badzip=str(badzip), legacy_truncated=str(legacy), xmlpage=str(xml),
+        statedict=str(statedict), nostate=str(nostate), wrongshape=str(wrong), nanckpt=str(nan),
+    )  # fmt: skip
+
+    p["toml_type"] = _toml(root / "type.toml", '[train]\nepochs = "three"\n')
+    p["toml_list"] = _toml(root / "list.toml", "[train]\nlr = [0.1]\n")
+    p["toml_section"] = _toml(root / "section.toml", "train = 5\n")
+    p["toml_unknown"] = _toml(root / "unknown.toml", "[optim]\nlr = 0.1\n")
+    p["toml_syntax"] = _toml(root / "syntax.toml", "[train\nepochs = 3\n")
+
+    s = root / "suites"
+    s.mkdir()
+    p["suite_ok"] = _suite(s / "ok.toml")
+    p["suite_kind"] = _suite(s / "kind.toml", kind="superticket")
+    p["suite_ticket_of"] = _suite(
+        s / "ticket_of.toml", kind="reinit", arm_extra='ticket_of = "nonexistent"'
+    )
+    p["suite_seeds"] = _suite(s / "seeds.toml", seeds='"two"')
+    p["suite_key"] = _suite(s / "key.toml", train_extra="epoks = 3")
+    p["suite_split"] = _suite(s / "split.toml", arm_extra="run.data.val_size = 8")
+    _results(root / "bench-other" / "results.json", suite="other")
+    p["bench_other"] = str(root / "bench-other")
+    _edit_json(
+        _results(root / "bench-schema" / "results.json", suite="ok"), schema=0, checksum=True
+    )
+    p["bench_schema"] = str(root / "bench-schema")
+
+    p["res_good"] = str(_results(root / "res-good" / "results.json"))
+    _edit_json(_results(root / "res-schema" / "results.json"), schema=2, checksum=True)
+    p["res_schema"] = str(root / "res-schema")
+    _edit_json(_results(root / "res-edited" / "results.json"), suite="renamed")
+    p["res_edited"] = str(root / "res-edited")
+    trunc = _results(root / "res-truncated" / "results.json")
+    trunc.write_text(trunc.read_text()[:-80])
+    p["res_truncated"] = str(root / "res-truncated")
+    nock = _results(root / "res-nochecksum" / "results.json")
+    doc = json.loads(nock.read_text())
+    del doc["sha256"]
+    nock.write_text(json.dumps(doc))
+    p["res_nochecksum"] = str(root / "res-nochecksum")
+    # A file written by another tool (the checksum is valid, the accuracy is a percentage).
+    bad_acc = _results(root / "res-badacc" / "results.json")
+    doc = json.loads(bad_acc.read_text())
+    doc["rows"][0]["clean_acc"] = 85.0
+    atomic_write_json(bad_acc, {k: v for k, v in doc.items() if k != "sha256"}, checksum=True)
+    p["res_badacc"] = str(root / "res-badacc")
+    _results(root / "res-mixed" / "a" / "results.json", eps=0.1)
+    _results(root / "res-mixed" / "b" / "results.json", eps=0.2)
+    p["res_mixed"] = str(root / "res-mixed")
+    return p
+
+
+def _state(root: Path) -> dict[str, bytes | None]:
+    """Every file (its bytes) and directory (None) under ``root``."""
+    return {
+        str(q.relative_to(root)): (q.read_bytes() if q.is_file() else None)
+        for q in sorted(root.rglob("*"))
+    }
+
+
+def test_the_matrix_is_comprehensive():
+    assert len(CASES) >= 30 and len({c.id for c in CASES}) == len(CASES)
+    commands = {c.command for c in CASES}
+    for command in ("train", "evaluate", "find-ticket", "bench run", "tables", "compare"):
+        assert any(c == command or c.startswith(command) for c in commands), command
+    assert "doctor" in commands and "" in commands  # "": the group itself
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_is_refused_in_one_line_and_changes_nothing(case, ws, capsys):
+    if not registered(case.command):
+        pytest.skip(f"'{case.command}' is not registered in this version of the CLI")
+    argv = [a.format(**ws) for a in case.argv]
+    root = Path(ws["root"])
+    before = _state(root)
+    code, out, err = cli_call(argv, capsys)
+    assert code != 0, f"accepted: {out}"
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err and "internal error" not in err, err
+    assert case.expect in err, err
+    assert _state(root) == before, "a refused command changed the workspace"
+
+
+REAL_PROCESS = ["ckpt-garbage", "toml-wrong-type", "tables-mixed-protocols"]
+
+
+@pytest.mark.parametrize("case_id", REAL_PROCESS)
+def test_no_traceback_reaches_a_real_terminal(case_id, ws):
+    case = next(c for c in CASES if c.id == case_id)
+    if not registered(case.command):
+        pytest.skip(f"'{case.command}' is not registered in this version of the CLI")
+    proc = run_cli(*(a.format(**ws) for a in case.argv))
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: "), proc.stderr
+    assert case.expect in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_mixed_protocols_are_tabulated_only_when_asked(ws, tmp_path, capsys):
+    """The refusal above is specific: asked to mix, tables shows each row with its protocol."""
+    if not registered("tables"):
+        pytest.skip("'tables' is not registered in this version of the CLI")
+    out = tmp_path / "tables"
+    argv = ["tables", ws["res_mixed"], "--out", str(out), "--no-figures", "--mix-protocols"]
+    code, stdout, err = cli_call(argv, capsys)
+    assert code == 0, err
+    assert "Linf 0.1" in stdout and "Linf 0.2" in stdout
