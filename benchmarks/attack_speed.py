@@ -1,0 +1,390 @@
+"""PGD-20 evaluation speed: our early-exit evaluator against torchattacks.PGD, side by side.
+
+For each model (by default a naturally trained and a PGD-trained small CNN on Fashion-MNIST, trained
+once with our own training loop and cached under ``benchmarks/.cache/``) the same test images are
+attacked with the same L∞ PGD-20 (eps 0.1 on Fashion-MNIST, step eps/4, uniform random start,
+BatchNorm in eval mode), in the same process, with the same thread count, batch size and memory
+format, in interleaved repetitions (ours, torchattacks, ours without early exit, ours, ...):
+
+* ``ours``: :func:`boosting_tickets.attacks.robust_correct_with_stats`, the early-exit evaluator
+  behind :func:`evaluation.evaluate` (which adds one clean forward per batch, and FGSM if asked).
+  A point is robust only if it is clean-correct and no iterate fools the model; fooled points leave
+  the batch at once.
+* ``torchattacks``: ``torchattacks.PGD(model, eps, alpha, steps, random_start=True)``, then one
+  forward on the adversarial images: every point gets every step.
+* ``ours-full``: our :func:`attacks.pgd` without early exit plus the same final forward (shows that
+  the gain is the early exit, not a faster step).
+
+Both sides are seeded identically before every repetition, so their random starts are the same
+tensor; a point our evaluator calls robust but torchattacks fools would mean a weaker attack, and
+is counted. Targets (issue #2): ours ≥ 2× torchattacks on the PGD-trained model, ≥ 5× on the
+naturally trained one, and our robust accuracy ≤ torchattacks' + 0.5 pp.
+
+Run: ``python benchmarks/attack_speed.py [--quick] [--device cuda --amp --channels-last]``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from _common import (
+    Arm,
+    BenchConfig,
+    Measurement,
+    amp_dtype,
+    checkpoint_model,
+    config_command,
+    describe_load,
+    fmt_ratio,
+    interleave,
+    machine_load,
+    median_rate,
+    paired_ratio,
+    paired_ratios,
+    prepare_images,
+    prepare_model,
+    reference_model,
+    run_command,
+    setup_runtime,
+    spread,
+    timed,
+    verdict,
+    write_results,
+)
+from torch import nn
+
+from boosting_tickets.attacks import AttackSpec, bn_mode, pgd, robust_correct_with_stats
+from boosting_tickets.config import setting
+from boosting_tickets.errors import UserError
+from boosting_tickets.evaluation import EvalProtocol
+from boosting_tickets.hparams import DEFAULT_EPS
+from boosting_tickets.reporting import markdown_table
+
+#: Speed-up targets by model kind, and how much higher our robust accuracy may be (never weaker).
+TARGET_RATIO = {"natural": 5.0, "pgd": 2.0}
+ACCURACY_SLACK = 0.005
+_COUNTERS = (
+    "clean_correct",
+    "forward_images",
+    "backward_images",
+    "full_forward_images",
+    "full_backward_images",
+)
+
+
+@dataclass(frozen=True)
+class AttackSpeedConfig(BenchConfig):
+    """Settings of the attack-speed benchmark (plus the shared ones)."""
+
+    batch_size: int = setting(
+        64,
+        "batch size, same for both sides; 64 is torchattacks' fastest per image on the 2-core "
+        "CPU (batch 128 runs ~25% slower per image there, which would flatter early exit)",
+        low=1,
+    )
+    n_images: int | None = setting(
+        None, "test images attacked per repetition; none = 500 (128 with --quick)", low=1
+    )
+    eps: float | None = setting(
+        None, "L∞ budget; none = the dataset default (0.1 on Fashion-MNIST)", low=0.0, high=1.0
+    )
+    steps: int = setting(20, "PGD steps (step size eps/4, random start)", low=1)
+    full_arm: bool = setting(False, "also time our pgd() without early exit (diagnostic arm)")
+    checkpoints: tuple[str, ...] = setting(
+        (),
+        "NAME=PATH,... model checkpoints to use instead of the cached reference models; "
+        "NAME natural or pgd gets that model kind's target",
+    )
+
+    def images(self) -> int:
+        if self.n_images is not None:
+            return self.n_images
+        return 128 if self.quick else 500
+
+
+def _models(cfg: AttackSpeedConfig, device: torch.device) -> list[tuple[str, nn.Module, dict]]:
+    if not cfg.checkpoints:
+        return [(kind, *reference_model(kind, cfg, device)) for kind in ("natural", "pgd")]
+    out = []
+    for item in cfg.checkpoints:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise UserError(f"--checkpoints entry {item!r} is not NAME=PATH; e.g. pgd=runs/x.pt")
+        out.append((name, *checkpoint_model(path, device)))
+    return out
+
+
+def _batches(n: int, size: int) -> list[slice]:
+    return [slice(s, min(s + size, n)) for s in range(0, n, size)]
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _arms(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    spec: AttackSpec,
+    cfg: AttackSpeedConfig,
+    device: torch.device,
+) -> list[Arm]:
+    """The interleaved arms for one model; each repetition re-seeds torch identically."""
+    import torchattacks
+
+    dtype = amp_dtype(cfg, device)
+    n = int(y.shape[0])
+    batches = _batches(n, cfg.batch_size)
+    step_size = float(spec.step_size)  # resolved
+    attack = torchattacks.PGD(
+        model, eps=spec.eps, alpha=step_size, steps=spec.steps, random_start=spec.random_start
+    )
+
+    def final_correct(x_adv: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad(), _autocast(device, dtype):
+            return model(x_adv).argmax(1) == yb
+
+    def ours(part: list[slice]) -> Measurement:
+        def go() -> tuple[torch.Tensor, dict[str, int]]:
+            robust: list[torch.Tensor] = []
+            totals: dict[str, Any] = {"fooled_at": [0] * (spec.steps + 1)}
+            for b in part:
+                r, st = robust_correct_with_stats(model, x[b], y[b], spec, autocast_dtype=dtype)
+                robust.append(r)
+                for k in _COUNTERS:
+                    totals[k] = totals.get(k, 0) + st[k]
+                pairs = zip(totals["fooled_at"], st["fooled_at"], strict=True)
+                totals["fooled_at"] = [a + c for a, c in pairs]
+            return torch.cat(robust).cpu(), totals
+
+        torch.manual_seed(cfg.seed)
+        seconds, (robust, totals) = timed(go, device)
+        return Measurement(
+            seconds, sum(b.stop - b.start for b in part), {"robust": robust, **totals}
+        )
+
+    def theirs(part: list[slice]) -> Measurement:
+        def go() -> torch.Tensor:
+            with _autocast(device, dtype):
+                return torch.cat([final_correct(attack(x[b], y[b]), y[b]) for b in part]).cpu()
+
+        torch.manual_seed(cfg.seed)
+        seconds, robust = timed(go, device)
+        return Measurement(seconds, sum(b.stop - b.start for b in part), {"robust": robust})
+
+    def ours_full(part: list[slice]) -> Measurement:
+        def go() -> torch.Tensor:
+            out = []
+            for b in part:
+                x_adv = pgd(
+                    model,
+                    x[b],
+                    y[b],
+                    spec.eps,
+                    step_size=step_size,
+                    steps=spec.steps,
+                    random_start=bool(spec.random_start),
+                    autocast_dtype=dtype,
+                )
+                out.append(final_correct(x_adv, y[b]))
+            return torch.cat(out).cpu()
+
+        torch.manual_seed(cfg.seed)
+        seconds, robust = timed(go, device)
+        return Measurement(seconds, sum(b.stop - b.start for b in part), {"robust": robust})
+
+    def arm(name: str, fn: Callable[[list[slice]], Measurement]) -> Arm:
+        # Warm up on one batch: kernels, allocator and oneDNN primitive caches.
+        warm = batches[:1]
+        return Arm(name, lambda: fn(batches), warmup=lambda: fn(warm))
+
+    arms = [arm("ours", ours), arm("torchattacks", theirs)]
+    if cfg.full_arm:
+        arms.append(arm("ours-full", ours_full))
+    return arms
+
+
+def _clean_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, bs: int) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([model(x[b]).argmax(1) == y[b] for b in _batches(len(y), bs)]).cpu()
+
+
+def _mean_iterate(fooled_at: list[int]) -> float | None:
+    """Mean iterate (0 = random start) at which fooled points were first misclassified."""
+    total = sum(fooled_at)
+    return None if total == 0 else sum(t * c for t, c in enumerate(fooled_at)) / total
+
+
+def benchmark_model(
+    name: str,
+    model: nn.Module,
+    info: dict[str, Any],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    spec: AttackSpec,
+    cfg: AttackSpeedConfig,
+    device: torch.device,
+) -> dict[str, Any]:
+    """Interleave the arms on one model and summarize speeds, accuracies and targets."""
+    model = prepare_model(model, cfg, device)
+    with bn_mode(model, "eval"):
+        clean = _clean_correct(model, x, y, cfg.batch_size)
+        runs = interleave(_arms(model, x, y, spec, cfg, device), cfg.repetitions(), desc=name)
+    n = int(y.shape[0])
+    ours, theirs = runs["ours"][0].extra, runs["torchattacks"][0].extra
+    ours_acc = float(ours["robust"].float().mean())
+    theirs_acc = float(theirs["robust"].float().mean())
+    # Our attack must never be weaker: count points we call robust that torchattacks fools.
+    weaker = int((ours["robust"] & ~theirs["robust"]).sum())
+    ratio = paired_ratio(runs["ours"], runs["torchattacks"])
+    target = TARGET_RATIO.get(name)
+    row: dict[str, Any] = {
+        "model": name,
+        **info,
+        "n": n,
+        "clean_acc": float(clean.float().mean()),
+        "robust_acc_ours": ours_acc,
+        "robust_acc_torchattacks": theirs_acc,
+        "points_robust_for_ours_only": weaker,
+        "gradient_work_fraction": ours["backward_images"] / ours["full_backward_images"],
+        # Speed-up that the saved passes alone predict (an input-only backward ≈ one forward).
+        "pass_count_ratio": (ours["full_forward_images"] + ours["full_backward_images"])
+        / max(1, ours["forward_images"] + ours["backward_images"]),
+        "fooled_at_iterate": ours["fooled_at"],
+        "mean_fooling_iterate": _mean_iterate(ours["fooled_at"]),
+        "images_per_s": {k: median_rate(v) for k, v in runs.items()},
+        "images_per_s_range": {k: spread(v) for k, v in runs.items()},
+        "ratio_ours_vs_torchattacks": ratio,
+        "ratios_per_round": paired_ratios(runs["ours"], runs["torchattacks"]),
+        "ratio_text": fmt_ratio(runs["ours"], runs["torchattacks"]),
+        "target_ratio": target,
+        "accuracy_ok": ours_acc <= theirs_acc + ACCURACY_SLACK,
+        "ratio_ok": None if target is None else ratio >= target,
+    }
+    if "ours-full" in runs:
+        row["robust_acc_ours_full"] = float(runs["ours-full"][0].extra["robust"].float().mean())
+        row["ratio_ours_full_vs_torchattacks"] = paired_ratio(
+            runs["ours-full"], runs["torchattacks"]
+        )
+        row["ratio_ours_full_text"] = fmt_ratio(runs["ours-full"], runs["torchattacks"])
+    return row
+
+
+def _print_rows(rows: list[dict[str, Any]]) -> None:
+    def pct(v: float) -> str:
+        return f"{100 * v:.1f}"
+
+    def rate(r: dict, k: str) -> str:
+        lo, hi = r["images_per_s_range"][k]
+        return f"{r['images_per_s'][k]:.0f} ({lo:.0f}–{hi:.0f})"
+
+    headers = [
+        "model",
+        "clean %",
+        "robust % ours",
+        "robust % torchattacks",
+        "ours img/s",
+        "torchattacks img/s",
+        "ratio",
+        "target",
+    ]
+    table = []
+    for r in rows:
+        target = "–" if r["target_ratio"] is None else f"≥ {r['target_ratio']:.0f}×"
+        if r["ratio_ok"] is not None:
+            target += f" {verdict(r['ratio_ok'])}"
+        table.append(
+            [
+                r["model"],
+                pct(r["clean_acc"]),
+                pct(r["robust_acc_ours"]),
+                pct(r["robust_acc_torchattacks"]),
+                rate(r, "ours"),
+                rate(r, "torchattacks"),
+                r["ratio_text"],
+                target,
+            ]
+        )
+    print(markdown_table(headers, table))
+    print(
+        "(img/s: median (min–max) over interleaved rounds; ratio: median (min–max) of the "
+        "per-round ratios)"
+    )
+    for r in rows:
+        gap = 100 * (r["robust_acc_ours"] - r["robust_acc_torchattacks"])
+        print(
+            f"{r['model']}: robust accuracy ours − torchattacks = {gap:+.2f} pp "
+            f"(≤ +{100 * ACCURACY_SLACK:.1f} pp {verdict(r['accuracy_ok'])}); "
+            f"points robust for ours but fooled by torchattacks: "
+            f"{r['points_robust_for_ours_only']}; "
+            f"gradient computations done: {100 * r['gradient_work_fraction']:.1f}% of full PGD "
+            f"(pass counts predict {r['pass_count_ratio']:.2f}×); "
+            f"fooled points fell at iterate {_fmt(r['mean_fooling_iterate'])} on average"
+        )
+        if "ratio_ours_full_vs_torchattacks" in r:
+            print(
+                f"{r['model']}: our pgd() without early exit: {rate(r, 'ours-full')} img/s, "
+                f"{r['ratio_ours_full_text']} torchattacks, robust "
+                f"{pct(r['robust_acc_ours_full'])}%"
+            )
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1f}"
+
+
+def main(cfg: AttackSpeedConfig) -> None:
+    """Load data and models, interleave the arms per model, print and optionally save."""
+    from boosting_tickets.data import load_splits
+
+    device = setup_runtime(cfg)
+    eps = DEFAULT_EPS[cfg.dataset] if cfg.eps is None else cfg.eps
+    protocol = EvalProtocol(eps=eps, pgd_steps=cfg.steps, fgsm=False, seed=cfg.seed)
+    spec = protocol.pgd_spec().resolved()
+    splits = load_splits(cfg.dataset, cfg.data_dir, test_subset=cfg.images())
+    x = prepare_images(splits.test.images, cfg, device)
+    y = splits.test.labels.to(device)
+    models = _models(cfg, device)
+    print(
+        f"PGD-{spec.steps} eps {spec.eps:.4g} step {spec.step_size:.4g} random start, "
+        f"{len(y)} {cfg.dataset} test images, batch {cfg.batch_size}, device {device}, "
+        f"{torch.get_num_threads()} threads, channels_last={cfg.channels_last}, "
+        f"amp={amp_dtype(cfg, device)}, {cfg.repetitions()} interleaved repetitions"
+    )
+    load_before = machine_load()
+    print(describe_load(load_before))
+    rows = [benchmark_model(name, m, info, x, y, spec, cfg, device) for name, m, info in models]
+    load_after = machine_load()
+    _print_rows(rows)
+    print(describe_load(load_after))
+    write_results(
+        cfg.json_out,
+        {
+            "benchmark": "attack_speed",
+            "protocol": {**protocol.record(len(y)), "attack": spec.protocol()},
+            "settings": {
+                "batch_size": cfg.batch_size,
+                "channels_last": cfg.channels_last,
+                "amp": cfg.amp,
+                "threads": torch.get_num_threads(),
+                "repetitions": cfg.repetitions(),
+                "dataset": cfg.dataset,
+            },
+            "machine_load": {"before": load_before, "after": load_after},
+            "rows": rows,
+        },
+        device,
+    )
+
+
+command = config_command(AttackSpeedConfig, main, __doc__.split("\n\n")[0])
+
+if __name__ == "__main__":
+    run_command(command)

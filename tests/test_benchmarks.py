@@ -1,0 +1,204 @@
+"""The speed benchmarks' helpers (FLOP counting, interleaving) and both scripts end to end, tiny."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from boosting_tickets.checkpoints import arch_meta, build_from_arch, save_model
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+# The benchmarks are scripts run as files; importing them like this is what `python FILE` does.
+import _common  # noqa: E402
+import attack_speed  # noqa: E402
+import train_speed  # noqa: E402
+
+
+def _script(script: str, *args: str) -> subprocess.CompletedProcess:
+    """Run a benchmark as a file in a subprocess (real exit code and stderr)."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(
+        [sys.executable, str(BENCH / script), *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=600,
+    )
+
+
+def _run(command, *args: str) -> int:
+    """Run a benchmark's click command in this process through its entry point; the exit code."""
+    try:
+        _common.run_command(command, list(args))
+    except SystemExit as exc:
+        return int(exc.code)
+    return 0
+
+
+def _small_cnn(size_channels: int = 1):
+    arch = arch_meta("small-cnn", num_classes=10, in_channels=size_channels, mean=None, std=None)
+    return build_from_arch(arch), arch
+
+
+def test_small_cnn_forward_flops_hand_counted():
+    model, _ = _small_cnn()
+    flops = _common.forward_flops(model, (1, 28, 28))
+    # 2 x multiply-adds: conv = H_out*W_out*C_out*C_in*9, linear = in*out.
+    expected = {
+        "features.0": 2 * 28 * 28 * 32 * 1 * 9,
+        "features.3": 2 * 28 * 28 * 32 * 32 * 9,
+        "features.7": 2 * 14 * 14 * 64 * 32 * 9,
+        "features.10": 2 * 14 * 14 * 64 * 64 * 9,
+        "classifier.0": 2 * 64 * 7 * 7 * 256,
+        "classifier.3": 2 * 256 * 10,
+    }
+    assert flops == expected
+    assert sum(flops.values()) == 38_189_056
+    assert model.training  # the counting pass restored the mode
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    cin=st.integers(1, 4),
+    cout_mult=st.integers(1, 3),
+    groups_on=st.booleans(),
+    kernel=st.integers(1, 4),
+    stride=st.integers(1, 3),
+    padding=st.integers(0, 2),
+    size=st.integers(6, 12),
+)
+def test_conv_flops_match_output_size_formula(
+    cin, cout_mult, groups_on, kernel, stride, padding, size
+):
+    groups = cin if groups_on else 1
+    cout = cin * cout_mult
+    model = nn.Sequential(
+        nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding, groups=groups),
+        nn.Flatten(),
+    )
+    out = (size + 2 * padding - kernel) // stride + 1
+    flops = _common.forward_flops(model, (cin, size, size))
+    assert flops == {"0": 2 * out * out * cout * (cin // groups) * kernel * kernel}
+
+
+def test_pgd_training_step_is_23_forwards_for_pgd10():
+    assert _common.pgd_training_flops_per_image(1000, 10) == 23_000
+    assert _common.pgd_training_flops_per_image(7, 1) == 35
+
+
+@given(n=st.integers(1, 6), r=st.integers(0, 20))
+def test_round_order_is_a_permutation_reversed_every_other_round(n, r):
+    order = _common.round_order(n, r)
+    assert sorted(order) == list(range(n))
+    assert order == (list(range(n)) if r % 2 == 0 else list(range(n))[::-1])
+
+
+def test_interleave_runs_every_arm_each_round_and_pairs_ratios():
+    log: list[str] = []
+    seconds = {"a": iter([1.0, 2.0, 4.0]), "b": iter([2.0, 2.0, 2.0])}
+
+    def arm(name: str) -> _common.Arm:
+        def run() -> _common.Measurement:
+            log.append(name)
+            return _common.Measurement(next(seconds[name]), 10.0)
+
+        return _common.Arm(name, run, warmup=lambda: log.append(f"warm-{name}"))
+
+    runs = _common.interleave([arm("a"), arm("b")], 3, desc="t")
+    assert log == ["warm-a", "warm-b", "a", "b", "b", "a", "a", "b"]
+    assert [m.rate for m in runs["a"]] == [10.0, 5.0, 2.5]
+    assert _common.median_rate(runs["a"]) == 5.0
+    # Paired per round: 10/5, 5/5, 2.5/5 -> median 1.0 (the ratio of medians would also be 1.0,
+    # but a pairing bug would show in the spread).
+    assert _common.paired_ratio(runs["a"], runs["b"]) == 1.0
+    assert _common.spread(runs["a"]) == (2.5, 10.0)
+
+
+def test_attack_speed_end_to_end_on_a_checkpoint(tmp_path, capsys):
+    pytest.importorskip("torchattacks")
+    torch.manual_seed(0)
+    model, arch = _small_cnn()
+    ckpt = tmp_path / "m.pt"
+    save_model(ckpt, model, arch)
+    out = tmp_path / "attack.json"
+    args = ["--dataset", "synthetic", "--checkpoints", f"natural={ckpt}", "--n-images", "24"]
+    args += ["--batch-size", "16", "--steps", "3", "--reps", "1", "--threads", "2"]
+    code = _run(attack_speed.command, *args, "--full-arm", "--json-out", str(out))
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert "ratio" in printed.out and "torchattacks" in printed.out
+    data = json.loads(out.read_text())
+    assert data["kind"] == "boosting-tickets/benchmark" and "sha256" in data
+    assert data["protocol"]["pgd_steps"] == 3 and data["protocol"]["attack"]["steps"] == 3
+    (row,) = data["rows"]
+    assert row["n"] == 24 and row["sha256"]
+    # Same random starts: our early-exit evaluator is never weaker than torchattacks.
+    assert row["points_robust_for_ours_only"] == 0
+    assert row["robust_acc_ours"] <= row["robust_acc_torchattacks"]
+    assert row["robust_acc_ours"] <= row["robust_acc_ours_full"] <= row["clean_acc"] + 1e-9
+    assert 0 < row["gradient_work_fraction"] <= 1
+    assert sum(row["fooled_at_iterate"]) + 24 * row["robust_acc_ours"] <= 24
+    assert set(row["images_per_s"]) == {"ours", "torchattacks", "ours-full"}
+    # The file is never overwritten without --overwrite, and the refusal is one line.
+    before = out.read_bytes()
+    assert _run(attack_speed.command, *args, "--json-out", str(out)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "--overwrite" in err and err.count("\n") == 1
+    assert out.read_bytes() == before
+
+
+def test_train_speed_end_to_end_counts_flops(tmp_path, capsys):
+    out = tmp_path / "train.json"
+    code = _run(
+        train_speed.command,
+        *["--dataset", "synthetic", "--n-images", "32", "--batch-size", "16", "--steps", "1"],
+        *["--reps", "1", "--threads", "2", "--json-out", str(out)],
+    )
+    assert code == 0, capsys.readouterr().err
+    data = json.loads(out.read_text())
+    model, _ = _small_cnn()
+    fwd = sum(_common.forward_flops(model, (1, 16, 16)).values())
+    assert data["protocol"]["flops"]["forward_per_image"] == fwd
+    assert data["protocol"]["flops"]["train_step_per_image"] == 5 * fwd
+    rows = {r["arm"]: r for r in data["rows"]}
+    assert set(rows) == {"plain", "ours"}
+    for r in rows.values():
+        assert r["images_per_s"] > 0 and 0 < r["peak_share"]
+        assert r["mean_train_loss"] > 0
+    assert rows["plain"]["ratio_vs_plain"] == 1.0
+    assert "ours ≥ 1.0× plain" in data["targets"]
+
+
+@pytest.mark.parametrize(
+    ("command", "args", "needle"),
+    [
+        (attack_speed.command, ["--checkpoints", "no-equals-sign"], "NAME=PATH"),
+        (attack_speed.command, ["--steps", "0"], "--steps"),
+        (train_speed.command, ["--model", "wrn-11-1"], "depth"),
+        (train_speed.command, ["--json-out", "."], "directory"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(command, args, needle, capsys):
+    assert _run(command, "--dataset", "synthetic", *args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and needle in err and err.count("\n") == 1
+
+
+def test_scripts_run_as_files_and_refuse_bad_input():
+    res = _script("train_speed.py", "--batch-size", "zero")
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert res.stderr.startswith("error:") and "--batch-size" in res.stderr
+    assert "Traceback" not in res.stderr and res.stderr.count("\n") == 1
