@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Any
 
 from .config import setting
 from .errors import UserError
@@ -62,6 +63,20 @@ class DataConfig:
     data_seed: int = setting(0, "seed of the subset/validation selection (not the run seed)", low=0)
     batch_size: int = setting(128, "training batch size", low=1)
     augment: bool = setting(True, "standard augmentation for the dataset (random crop, flip)")
+
+    def load(self) -> Any:
+        """The train / held-out / test splits these settings describe (``data.Splits``)."""
+        from .data import load_splits
+
+        return load_splits(
+            self.dataset,
+            self.data_dir,
+            train_subset=self.train_subset,
+            val_size=self.val_size,
+            test_subset=self.test_subset,
+            data_seed=self.data_seed,
+            allow_download=self.download,
+        )
 
 
 @dataclass(frozen=True)

@@ -261,20 +261,6 @@ def _rewind_identity(pc: PruneConfig) -> dict[str, Any]:
     return {"rewind_sha256": file_sha256(pc.rewind)}
 
 
-def _load_splits(dc: DataConfig) -> Any:
-    from .data import load_splits
-
-    return load_splits(
-        dc.dataset,
-        dc.data_dir,
-        train_subset=dc.train_subset,
-        val_size=dc.val_size,
-        test_subset=dc.test_subset,
-        data_seed=dc.data_seed,
-        allow_download=dc.download,
-    )
-
-
 def external_state(path: str | Path) -> dict[str, torch.Tensor]:
     """Weights of a checkpoint used as rewind target: a boosting-tickets model checkpoint, a
     ``{"state_dict": ...}`` dict or a plain state_dict (``module.`` prefixes of DataParallel are
@@ -354,7 +340,7 @@ def find_ticket(cfg: FindConfig, out: str | Path, *, log: Log = None, splits: An
         return load_ticket(tdir)
     # Everything that can reject the input runs before the ticket directory is created.
     if splits is None:
-        splits = _load_splits(cfg.data)
+        splits = cfg.data.load()
     pc = cfg.prune
     run_cfg = cfg.run_config()
     kind, k = parse_rewind(pc.rewind)

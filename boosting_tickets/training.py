@@ -234,20 +234,12 @@ def train(
             )
             return RunResult(run_dir, done["status"], done["epochs"], test)
 
-    from .data import BatchLoader, load_splits
+    from .data import BatchLoader
 
     dc, tc = cfg.data, cfg.train
     device = resolve_device(tc.device)
     if splits is None:
-        splits = load_splits(
-            dc.dataset,
-            dc.data_dir,
-            train_subset=dc.train_subset,
-            val_size=dc.val_size,
-            test_subset=dc.test_subset,
-            data_seed=dc.data_seed,
-            allow_download=dc.download,
-        )
+        splits = dc.load()
     spec = splits.spec
     # Only now that device and data are known to work: a refused run leaves no directory behind.
     try:
