@@ -18,6 +18,7 @@ from . import __version__
 from .config import build_config, click_options
 from .errors import UserError
 from .hparams import RunConfig
+from .reporting import console_log
 
 
 def _echo_err(msg: str) -> None:
@@ -73,12 +74,6 @@ def cli() -> None:
     benchmark them against dense baselines and RobustBench models, and tabulate the results."""
 
 
-def _log(msg: str) -> None:
-    from tqdm import tqdm
-
-    tqdm.write(msg)
-
-
 def _check_creatable(path: Path) -> None:
     """Refuse an --out that can never be created (a parent is a file) before the work, not after."""
     ancestor = next((q for q in path.absolute().parents if q.exists()), None)
@@ -124,11 +119,11 @@ def train(
     if ticket is not None:
         from .tickets import retrain_ticket
 
-        result = retrain_ticket(cfg, ticket, out=out, control=control, log=_log)
+        result = retrain_ticket(cfg, ticket, out=out, control=control, log=console_log)
     else:
         run_dir = run_dir_for(cfg, out)
         click.echo(f"run directory: {run_dir}")
-        result = run_train(cfg, run_dir, log=_log)
+        result = run_train(cfg, run_dir, log=console_log)
     _print_run_summary(result)
 
 

@@ -15,12 +15,7 @@ from pathlib import Path
 import click
 
 from .errors import UserError
-
-
-def _log(msg: str) -> None:
-    from tqdm import tqdm
-
-    tqdm.write(msg)
+from .reporting import console_log
 
 
 @click.group()
@@ -107,7 +102,7 @@ def run_command(
                 err=True,
             )
     click.echo(f"suite {s.name}: {len(s.arms)} arms x {len(chosen)} seeds -> {out_dir}")
-    report = run_suite(s, out=out_dir, seeds=chosen, log=_log)
+    report = run_suite(s, out=out_dir, seeds=chosen, log=console_log)
     _print_report(report)
     if report.failures:
         click.echo(

@@ -18,6 +18,7 @@ import click
 
 from .config import build_config, click_options
 from .errors import UserError
+from .reporting import console_log
 from .zoo import DEFAULT_RESULTS, CompareConfig
 
 
@@ -25,12 +26,6 @@ from .zoo import DEFAULT_RESULTS, CompareConfig
 def compare() -> None:
     """Compare with RobustBench: measure zoo models under the tickets' protocol, list the
     published leaderboard numbers, export our models in RobustBench format."""
-
-
-def _log(msg: str) -> None:
-    from tqdm import tqdm
-
-    tqdm.write(msg)
 
 
 @compare.command("robustbench")
@@ -49,7 +44,7 @@ def robustbench_cmd(config_path: str | None, out: str, **kw: Any) -> None:
     from .zoo import comparison_table, run_comparison
 
     cfg = build_config(CompareConfig, config_path=config_path, cli_values=kw)
-    result = run_comparison(cfg, out, log=_log)
+    result = run_comparison(cfg, out, log=console_log)
     proto = result.protocol
     click.echo(
         f"protocol: eps {proto['eps']:.4g}, PGD-{proto['pgd_steps']} step {proto['step_size']:.4g} "

@@ -11,13 +11,8 @@ from typing import Any
 import click
 
 from .config import build_config, click_options
+from .reporting import console_log
 from .tickets import FindConfig
-
-
-def _log(msg: str) -> None:
-    from tqdm import tqdm
-
-    tqdm.write(msg)
 
 
 @click.command("find-ticket")
@@ -41,7 +36,7 @@ def find_ticket_command(config_path: str | None, out: str, **kw: Any) -> None:
     from .tickets import find_ticket
 
     cfg = build_config(FindConfig, config_path=config_path, cli_values=kw)
-    ticket = find_ticket(cfg, out, log=_log)
+    ticket = find_ticket(cfg, out, log=console_log)
     meta = ticket.meta
     rows = [
         [

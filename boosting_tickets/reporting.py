@@ -1038,3 +1038,10 @@ def regenerate(
 def iter_files(report: Report) -> Iterable[str]:
     """Relative paths ``regenerate`` wrote, sorted."""
     return sorted(report.files)
+
+
+def console_log(msg: str) -> None:
+    """Print a progress line without breaking any tqdm bar that is on screen."""
+    from tqdm import tqdm
+
+    tqdm.write(msg)
