@@ -25,13 +25,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from boosting_tickets.attacks import bn_mode
-from boosting_tickets.config import build_config, click_options, setting
-from boosting_tickets.environment import environment_info, resolve_device
-from boosting_tickets.errors import UserError
-from boosting_tickets.hparams import DATASET_NAMES, DataConfig, EvalConfig, ModelConfig, RunConfig
-from boosting_tickets.hparams import TrainConfig as RunTrainConfig
-from boosting_tickets.storage import atomic_write_json
+from boosting_tickets.adversarial.steps import bn_mode
+from boosting_tickets.cli.options import config_options
+from boosting_tickets.core.config import build_config, setting
+from boosting_tickets.core.environment import environment_info, resolve_device
+from boosting_tickets.core.errors import UserError
+from boosting_tickets.core.storage import atomic_write_json
+from boosting_tickets.data.registry import dataset_names
+from boosting_tickets.training.hparams import DataConfig, EvalConfig, ModelConfig, RunConfig
+from boosting_tickets.training.hparams import TrainConfig as RunTrainConfig
 
 CACHE_DIR = Path(__file__).resolve().parent / ".cache"
 RESULTS_KIND = "boosting-tickets/benchmark"
@@ -60,7 +62,7 @@ class BenchConfig:
     reps: int | None = setting(
         None, "timed repetitions per arm, interleaved; none = 5 (3 with --quick)", low=1
     )
-    dataset: str = setting("fashion-mnist", "dataset", choices=DATASET_NAMES)
+    dataset: str = setting("fashion-mnist", "dataset", choices=dataset_names)
     data_dir: str = setting("data", "directory holding the dataset files")
     model: str = setting("small-cnn", "architecture (small-cnn, wrn-10-1, ...)")
     batch_size: int = setting(128, "batch size, same for both sides", low=1)
@@ -200,7 +202,7 @@ def config_command(cls: type, body: Callable[[Any], None], doc: str) -> Any:
 
     @click.command(help=doc, context_settings={"help_option_names": ["-h", "--help"]})
     @click.option("--config", "config_path", default=None, help="TOML file of settings.")
-    @click_options(cls)
+    @config_options(cls)
     def command(config_path: str | None, **kw: Any) -> None:
         body(build_config(cls, config_path=config_path, cli_values=kw))
 
@@ -253,10 +255,10 @@ def reference_model(kind: str, cfg: BenchConfig, device: torch.device) -> tuple[
     Returns the model on ``device`` in eval mode and a description (run dir, checkpoint sha256,
     the run's non-default settings) to store next to the numbers.
     """
-    from boosting_tickets.checkpoints import load_model
-    from boosting_tickets.config import non_default
-    from boosting_tickets.storage import file_sha256
-    from boosting_tickets.training import run_dir_for, train
+    from boosting_tickets.core.config import non_default
+    from boosting_tickets.core.storage import file_sha256
+    from boosting_tickets.models.checkpoints import load_model
+    from boosting_tickets.training.run import run_dir_for, train
 
     run_cfg = reference_run_config(kind, cfg)
     run_dir = run_dir_for(run_cfg, CACHE_DIR / "models", prefix=f"{kind}-{cfg.model}")
@@ -276,8 +278,8 @@ def reference_model(kind: str, cfg: BenchConfig, device: torch.device) -> tuple[
 
 def checkpoint_model(path: str, device: torch.device) -> tuple[nn.Module, dict]:
     """Load a user-given model checkpoint (weights_only) and describe it."""
-    from boosting_tickets.checkpoints import load_model
-    from boosting_tickets.storage import file_sha256
+    from boosting_tickets.core.storage import file_sha256
+    from boosting_tickets.models.checkpoints import load_model
 
     model, ckpt = load_model(path, device)
     return model.eval(), {

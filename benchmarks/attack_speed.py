@@ -57,12 +57,15 @@ from _common import (
 )
 from torch import nn
 
-from boosting_tickets.attacks import AttackSpec, bn_mode, pgd, robust_correct_with_stats
-from boosting_tickets.config import setting
-from boosting_tickets.errors import UserError
-from boosting_tickets.evaluation import EvalProtocol
-from boosting_tickets.hparams import DEFAULT_EPS
-from boosting_tickets.reporting import markdown_table
+from boosting_tickets.adversarial.attacks import pgd
+from boosting_tickets.adversarial.evaluation import EvalProtocol
+from boosting_tickets.adversarial.evaluator import robust_correct_with_stats
+from boosting_tickets.adversarial.spec import AttackSpec
+from boosting_tickets.adversarial.steps import bn_mode
+from boosting_tickets.core.config import setting
+from boosting_tickets.core.errors import UserError
+from boosting_tickets.data.registry import get_spec
+from boosting_tickets.report.formats import markdown_table
 
 #: Speed-up targets by model kind, and how much higher our robust accuracy may be (never weaker).
 TARGET_RATIO = {"natural": 5.0, "pgd": 2.0}
@@ -342,10 +345,10 @@ def _fmt(value: float | None) -> str:
 
 def main(cfg: AttackSpeedConfig) -> None:
     """Load data and models, interleave the arms per model, print and optionally save."""
-    from boosting_tickets.data import load_splits
+    from boosting_tickets.data.splits import load_splits
 
     device = setup_runtime(cfg)
-    eps = DEFAULT_EPS[cfg.dataset] if cfg.eps is None else cfg.eps
+    eps = get_spec(cfg.dataset).default_eps if cfg.eps is None else cfg.eps
     protocol = EvalProtocol(eps=eps, pgd_steps=cfg.steps, fgsm=False, seed=cfg.seed)
     spec = protocol.pgd_spec().resolved()
     splits = load_splits(cfg.dataset, cfg.data_dir, test_subset=cfg.images())

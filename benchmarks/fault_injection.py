@@ -42,13 +42,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from boosting_tickets.checkpoints import read_model_checkpoint
-from boosting_tickets.errors import UserError
-from boosting_tickets.masks import Mask
-from boosting_tickets.results import read_results
-from boosting_tickets.storage import FAULT_ENV, read_json, safe_torch_load
-from boosting_tickets.tickets import TICKET_FILES
-from boosting_tickets.training import STATE_FORMAT
+from boosting_tickets.core.errors import UserError
+from boosting_tickets.core.paths import MASK, REWIND, TICKET_META
+from boosting_tickets.core.storage import FAULT_ENV, read_json, safe_torch_load
+from boosting_tickets.models.checkpoints import read_model_checkpoint
+from boosting_tickets.models.masks import Mask
+from boosting_tickets.report.results import read_results
+from boosting_tickets.training.callbacks import STATE_FORMAT
+
+TICKET_FILES = (TICKET_META, MASK, REWIND)
 
 # A PGD run that takes seconds on the CPU: 3 epochs of 4 batches, PGD-2 training, PGD-2 evaluation.
 TRAIN_ARGS = (

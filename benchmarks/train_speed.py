@@ -60,13 +60,20 @@ from _common import (
     write_results,
 )
 
-from boosting_tickets.attacks import AttackSpec
-from boosting_tickets.checkpoints import arch_meta, build_from_arch
-from boosting_tickets.config import non_default, setting
-from boosting_tickets.data import ImageSet, Splits, load_splits, to_unit_float
-from boosting_tickets.hparams import DataConfig, EvalConfig, ModelConfig, RunConfig, TrainConfig
-from boosting_tickets.reporting import markdown_table
-from boosting_tickets.training import train, train_attack_spec
+from boosting_tickets.adversarial.spec import AttackSpec
+from boosting_tickets.core.config import non_default, setting
+from boosting_tickets.data.splits import ImageSet, Splits, load_splits, to_unit_float
+from boosting_tickets.models.checkpoints import arch_meta, build_from_arch
+from boosting_tickets.report.formats import markdown_table
+from boosting_tickets.training.hparams import (
+    DataConfig,
+    EvalConfig,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+    train_attack_spec,
+)
+from boosting_tickets.training.run import train
 
 TARGET_RATIO = 1.0
 TARGET_RATIO_CHANNELS_LAST = 1.3

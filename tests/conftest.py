@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from support import tiny_config
 
-from boosting_tickets.hparams import RunConfig
+from boosting_tickets.training.hparams import RunConfig
 
 
 @pytest.fixture

@@ -10,7 +10,13 @@ from pathlib import Path
 
 import torch
 
-from boosting_tickets.hparams import DataConfig, EvalConfig, ModelConfig, RunConfig, TrainConfig
+from boosting_tickets.training.hparams import (
+    DataConfig,
+    EvalConfig,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+)
 
 # Two threads everywhere: the CI machine has two cores; results must not depend on more.
 torch.set_num_threads(2)

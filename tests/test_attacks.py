@@ -13,18 +13,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from boosting_tickets.attacks import (
-    AttackSpec,
+from boosting_tickets.adversarial.attacks import fgsm, perturb, pgd, trades_perturb
+from boosting_tickets.adversarial.evaluator import (
     accuracy_under_attack,
-    bn_mode,
-    fgsm,
-    perturb,
-    pgd,
     robust_correct,
     robust_correct_with_stats,
-    trades_perturb,
 )
-from boosting_tickets.errors import UserError
+from boosting_tickets.adversarial.spec import AttackSpec
+from boosting_tickets.adversarial.steps import bn_mode
+from boosting_tickets.core.errors import UserError
 
 SETTINGS = settings(max_examples=12, deadline=None)
 

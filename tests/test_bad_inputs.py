@@ -20,13 +20,14 @@ import pytest
 import torch
 from support import cli_call, run_cli, small_config
 
-from boosting_tickets.checkpoints import MODEL_FORMAT
 from boosting_tickets.cli import cli
-from boosting_tickets.masks import Mask
-from boosting_tickets.models import build_model, prunable_parameters
-from boosting_tickets.results import PROTOCOL_KEYS, write_results
-from boosting_tickets.storage import atomic_write_json
-from boosting_tickets.training import train
+from boosting_tickets.core.storage import atomic_write_json
+from boosting_tickets.models.checkpoints import MODEL_FORMAT
+from boosting_tickets.models.layers import prunable_parameters
+from boosting_tickets.models.masks import Mask
+from boosting_tickets.models.registry import build_model
+from boosting_tickets.report.results import PROTOCOL_KEYS, write_results
+from boosting_tickets.training.run import train
 
 SMALL_DATA = ["--dataset", "synthetic", "--train-subset", "64", "--val-size", "16",
               "--test-subset", "16", "--batch-size", "16", "--model", "wrn-10-1",
@@ -35,12 +36,13 @@ SMALL_DATA = ["--dataset", "synthetic", "--train-subset", "64", "--val-size", "1
 
 def registered(command: str) -> bool:
     """Whether ``command`` ('train', 'bench run', ...) exists in this version of the CLI."""
-    group: click.Command = cli
+    group: click.Command | None = cli
+    ctx = click.Context(cli)
     for part in command.split():
-        if not isinstance(group, click.Group) or part not in group.commands:
+        if not isinstance(group, click.Group) or part not in group.list_commands(ctx):
             return False
-        group = group.commands[part]
-    return True
+        group = group.get_command(ctx, part)
+    return group is not None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,7 +111,7 @@ CASES = [
     C("eval-steps-text", E + " --steps ten", "--steps expects int, got 'ten'"),
     C("eval-restarts-zero", E + " --restarts 0", "restarts must be >= 1"),
     C("eval-batch-zero", E + " --batch-size 0", "--batch-size must be >= 1"),
-    C("eval-step-negative", E + " --step-size -0.1", "step_size must be >= 0"),
+    C("eval-step-negative", E + " --step-size -0.1", "--step-size must lie in [0, 1]"),
     C("eval-dataset-unknown", E + " --dataset imagenet", "unknown dataset 'imagenet'"),
     C("eval-device", E + " --device tpu", "unknown device 'tpu'"),
     C("eval-split-val-standalone", "evaluate {standalone} --split val", "--split val needs"),
@@ -230,7 +232,8 @@ def _edit_json(path: Path, *, checksum: bool = False, **changes) -> None:
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory) -> dict[str, str]:
     """A workspace of good and bad files; every case formats its argv with these paths."""
-    from boosting_tickets.tickets import FindConfig, FindTrainConfig, find_ticket
+    from boosting_tickets.tickets.config import FindConfig, FindTrainConfig
+    from boosting_tickets.tickets.finding import find_ticket
 
     root = tmp_path_factory.mktemp("bad-inputs")
     p: dict[str, str] = {"root": str(root), "out": str(root / "out")}

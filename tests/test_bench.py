@@ -8,12 +8,12 @@ import re
 import pytest
 from support import cli_call, run_cli
 
-from boosting_tickets import training
-from boosting_tickets.bench import run_suite
-from boosting_tickets.errors import UserError
-from boosting_tickets.reporting import regenerate
-from boosting_tickets.results import read_results
-from boosting_tickets.suites import load_suite
+from boosting_tickets.bench.runner import run_suite
+from boosting_tickets.bench.suites import load_suite
+from boosting_tickets.core.errors import UserError
+from boosting_tickets.report.build import regenerate
+from boosting_tickets.report.results import read_results
+from boosting_tickets.training import losses
 
 
 def cli(capsys, *args: str) -> tuple[int, str, str]:
@@ -90,14 +90,15 @@ def bench_dir(tmp_path_factory):
     (root / "tiny.toml").write_text(SUITE)
     suite = load_suite(str(path))
     out = root / "out"
-    real = training._objective_loss
-
-    def nan_for_broken(model, x, y, cfg, attack, gen, amp):
-        loss, logits = real(model, x, y, cfg, attack, gen, amp)
-        return (loss * float("nan") if cfg.train.lr == BROKEN_LR else loss), logits
-
     mp = pytest.MonkeyPatch()
-    mp.setattr(training, "_objective_loss", nan_for_broken)
+    for name in ("natural_loss", "adversarial_loss"):
+        real = getattr(losses, name)
+
+        def nan_for_broken(model, x, y, real=real, **kw):
+            loss, logits = real(model, x, y, **kw)
+            return (loss * float("nan") if kw["cfg"].train.lr == BROKEN_LR else loss), logits
+
+        mp.setattr(losses, name, nan_for_broken)
 
     def interrupt(msg: str) -> None:
         if msg.startswith("epoch 2/2"):  # the dense run: epoch 1 is saved, epoch 2 is not
@@ -194,9 +195,9 @@ def test_cli_reuses_runs_and_tables_read_them(bench_dir):
     after = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*") if p.is_file()}
     assert after == before  # nothing retrained, nothing rewritten
     report = regenerate(out, root / "results", with_figures=False)
-    arms = [r[1] for r in report.summary.rows]
+    arms = [r[1] for r in report.tables["summary"].rows]
     assert arms == ["dense", "ticket-natural", "reinit"]
-    assert {r[1] for r in report.paired.rows} == {"ticket-natural", "reinit"}
+    assert {r[1] for r in report.tables["paired"].rows} == {"ticket-natural", "reinit"}
     readme = (root / "results" / "README.md").read_text()
     # Whatever the tiny runs measured, the README states a computed verdict for the ticket.
     assert re.search(r"ticket-natural (was faster|was not faster|never reached)", readme)
@@ -230,7 +231,7 @@ def test_dry_run_prints_plan_and_cost_without_running(tmp_path, capsys):
         (["bench", "run", "quick", "--seeds", "0", "--dry-run"], "--seeds must be >= 1"),
         (
             ["bench", "run", "quick", "--seeds", "two", "--dry-run"],
-            "--seeds expects a whole number",
+            "--seeds expects int",
         ),
     ],
 )

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from boosting_tickets.checkpoints import arch_meta, build_from_arch, save_model
+from boosting_tickets.models.checkpoints import arch_meta, build_from_arch, save_model
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"

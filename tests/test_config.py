@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from boosting_tickets.config import (
+from boosting_tickets.core.config import (
     build_config,
     config_hash,
     from_dict,
@@ -15,8 +15,8 @@ from boosting_tickets.config import (
     parse_cli_value,
     setting,
 )
-from boosting_tickets.errors import UserError
-from boosting_tickets.hparams import RunConfig, TrainConfig
+from boosting_tickets.core.errors import UserError
+from boosting_tickets.training.hparams import RunConfig, TrainConfig
 
 
 def test_defaults_hash_is_stable_and_changes_with_settings():

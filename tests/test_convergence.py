@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from boosting_tickets.convergence import (
+from boosting_tickets.bench.convergence import (
     best_epoch,
     epochs_to_target,
     first_reach,

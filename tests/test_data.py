@@ -13,8 +13,14 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from boosting_tickets import data as D
-from boosting_tickets.errors import UserError
+from boosting_tickets.core.errors import UserError
+from boosting_tickets.data import batching as data_batching
+from boosting_tickets.data import files
+from boosting_tickets.data import registry as data_registry
+from boosting_tickets.data import splits as data_splits
+from boosting_tickets.data import synthetic as data_synthetic
+from boosting_tickets.data.files import MNIST_FILES
+from boosting_tickets.data.splits import _stratified_choice
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -26,23 +32,36 @@ DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 def test_unknown_name_lists_valid_names() -> None:
     with pytest.raises(UserError) as info:
-        D.get_spec("imagenet")
+        data_registry.get_spec("imagenet")
     msg = str(info.value)
     assert "imagenet" in msg
-    for name in D.DATASETS:
+    for name in data_registry.datasets().names:
         assert name in msg
 
 
 def test_get_spec_normalises_case_and_underscores() -> None:
-    assert D.get_spec("Fashion_MNIST") is D.DATASETS["fashion-mnist"]
-    assert D.DEFAULT_DATASET in D.DATASETS
+    assert data_registry.get_spec("Fashion_MNIST") is data_registry.datasets().get("fashion-mnist")
+
+
+def test_registered_synthetic_statistics_are_the_measured_ones() -> None:
+    # The registry keeps them as constants so the CLI can read it without generating images.
+    registered, measured = data_registry.get_spec("synthetic"), data_synthetic.synthetic_spec()
+    assert (registered.mean, registered.std) == (measured.mean, measured.std)
+    assert registered == measured
 
 
 def test_registry_is_immutable_and_consistent() -> None:
     with pytest.raises(TypeError):
-        D.DATASETS["x"] = D.DATASETS["mnist"]  # type: ignore[index]
-    assert set(D.DATASETS) == {"fashion-mnist", "mnist", "cifar10", "cifar100", "svhn", "synthetic"}
-    for name, spec in D.DATASETS.items():
+        data_registry.datasets()["x"] = data_registry.get_spec("mnist")  # type: ignore[index]
+    assert set(data_registry.datasets().names) == {
+        "fashion-mnist",
+        "mnist",
+        "cifar10",
+        "cifar100",
+        "svhn",
+        "synthetic",
+    }
+    for name, spec in ((s.name, s) for s in data_registry.datasets()):
         assert spec.name == name
         assert len(spec.mean) == len(spec.std) == spec.channels
         assert all(0 < s < 1 for s in spec.std) and all(0 < m < 1 for m in spec.mean)
@@ -51,12 +70,12 @@ def test_registry_is_immutable_and_consistent() -> None:
         assert spec.fix_hint
     # The paper's CIFAR augmentation; digits are never flipped.
     for name in ("cifar10", "cifar100"):
-        assert D.DATASETS[name].augmentation == D.Augmentation(4, True)
-    assert not D.DATASETS["mnist"].augmentation.horizontal_flip
-    assert not D.DATASETS["svhn"].augmentation.horizontal_flip
-    assert D.DATASETS["svhn"].augmentation.crop_padding == 4
-    assert D.Augmentation().describe() == "none"
-    assert "pad 4" in D.DATASETS["cifar10"].augmentation.describe()
+        assert data_registry.get_spec(name).augmentation == data_registry.Augmentation(4, True)
+    assert not data_registry.get_spec("mnist").augmentation.horizontal_flip
+    assert not data_registry.get_spec("svhn").augmentation.horizontal_flip
+    assert data_registry.get_spec("svhn").augmentation.crop_padding == 4
+    assert data_registry.Augmentation().describe() == "none"
+    assert "pad 4" in data_registry.get_spec("cifar10").augmentation.describe()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -64,8 +83,8 @@ def test_registry_is_immutable_and_consistent() -> None:
 # ------------------------------------------------------------------------------------------------
 
 
-def _load(**kw: object) -> D.Splits:
-    return D.load_splits("synthetic", "/nonexistent-data-dir", **kw)  # type: ignore[arg-type]
+def _load(**kw: object) -> data_splits.Splits:
+    return data_splits.load_splits("synthetic", "/nonexistent-data-dir", **kw)  # type: ignore[arg-type]
 
 
 def test_synthetic_splits_sizes_and_dtypes() -> None:
@@ -95,7 +114,7 @@ def test_synthetic_splits_are_deterministic_and_disjoint() -> None:
     assert not train_idx & val_idx
     assert len(train_idx) == 400 and len(val_idx) == 200
     # indices really point into the source file
-    tx, ty, _, _ = D.make_synthetic(a.spec)
+    tx, ty, _, _ = data_synthetic.make_synthetic(a.spec)
     assert torch.equal(tx[a.val.indices], a.val.images) and torch.equal(
         ty[a.train.indices], a.train.labels
     )
@@ -109,7 +128,7 @@ def test_synthetic_splits_are_deterministic_and_disjoint() -> None:
 
 
 def test_train_subset_excludes_val_for_every_size() -> None:
-    spec = D.DATASETS["synthetic"]
+    spec = data_registry.get_spec("synthetic")
     val = _load(val_size=500).val.indices
     rest = _load(val_size=500, train_subset=spec.train_size - 500)
     assert set(rest.train.indices.tolist()) == set(range(spec.train_size)) - set(val.tolist())
@@ -134,12 +153,12 @@ def test_stratified_choice_is_proportional(counts: list[int], frac: float, seed:
     np.random.default_rng(seed).shuffle(labels)
     n = labels.shape[0]
     k = int(round(frac * n))
-    pos = D._stratified_choice(labels, k, np.random.default_rng(seed))
+    pos = _stratified_choice(labels, k, np.random.default_rng(seed))
     assert pos.shape[0] == k == np.unique(pos).shape[0]
     got = np.bincount(labels[pos], minlength=len(counts))
     expected = np.asarray(counts) * k / n
     assert np.all(np.abs(got - expected) < 1.0 + 1e-9)
-    again = D._stratified_choice(labels, k, np.random.default_rng(seed))
+    again = _stratified_choice(labels, k, np.random.default_rng(seed))
     assert np.array_equal(pos, again)
 
 
@@ -163,17 +182,19 @@ def test_bad_sizes_raise_user_error(kwargs: dict, needle: str) -> None:
 
 
 def test_custom_synthetic_spec_and_learnability() -> None:
-    spec = D.synthetic_spec(channels=3, size=8, num_classes=4, train_size=200, test_size=80)
-    s = D.load_splits(spec, "/nonexistent", val_size=40)
+    spec = data_synthetic.synthetic_spec(
+        channels=3, size=8, num_classes=4, train_size=200, test_size=80
+    )
+    s = data_splits.load_splits(spec, "/nonexistent", val_size=40)
     assert s.train.images.shape == (160, 3, 8, 8) and len(s.spec.mean) == 3
     # A nearest-class-mean classifier separates the default synthetic classes: it is learnable.
     d = _load()
-    x, y = D.to_unit_float(d.train.images).flatten(1), d.train.labels
+    x, y = data_splits.to_unit_float(d.train.images).flatten(1), d.train.labels
     means = torch.stack([x[y == c].mean(0) for c in range(d.spec.num_classes)])
-    pred = torch.cdist(D.to_unit_float(d.test.images).flatten(1), means).argmin(1)
+    pred = torch.cdist(data_splits.to_unit_float(d.test.images).flatten(1), means).argmin(1)
     assert (pred == d.test.labels).float().mean() > 0.9
     with pytest.raises(UserError, match="size"):
-        D.synthetic_spec(size=2)
+        data_synthetic.synthetic_spec(size=2)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -191,7 +212,7 @@ def _id_data(n: int = 53, c: int = 1, h: int = 6) -> tuple[torch.Tensor, torch.T
 def test_loader_shapes_range_and_full_coverage() -> None:
     images, labels = _id_data()
     gen = torch.Generator().manual_seed(0)
-    loader = D.BatchLoader(images, labels, batch_size=8, shuffle=True, generator=gen)
+    loader = data_batching.BatchLoader(images, labels, batch_size=8, shuffle=True, generator=gen)
     assert len(loader) == 7
     seen = []
     for x, y in loader:
@@ -201,19 +222,19 @@ def test_loader_shapes_range_and_full_coverage() -> None:
         assert torch.allclose(x[:, 0, 0, 0] * 255, y.float())  # image still matches its label
         seen.extend(y.tolist())
     assert sorted(seen) == list(range(53)) and seen != list(range(53))
-    dropped = D.BatchLoader(
+    dropped = data_batching.BatchLoader(
         images, labels, batch_size=8, shuffle=False, generator=gen, drop_last=True
     )
     assert len(dropped) == 6 and sum(len(y) for _, y in dropped) == 48
-    ordered = D.BatchLoader(images, labels, batch_size=10, shuffle=False, generator=gen)
+    ordered = data_batching.BatchLoader(images, labels, batch_size=10, shuffle=False, generator=gen)
     assert torch.equal(torch.cat([y for _, y in ordered]), labels)
 
 
 def test_loader_replays_after_generator_restore_and_mid_epoch() -> None:
-    spec = D.DATASETS["synthetic"]
+    spec = data_registry.get_spec("synthetic")
     s = _load(train_subset=100)
     gen = torch.Generator().manual_seed(7)
-    loader = D.BatchLoader(
+    loader = data_batching.BatchLoader(
         s.train.images, s.train.labels, batch_size=16, shuffle=True, augment=spec, generator=gen
     )
     state = gen.get_state()
@@ -224,7 +245,7 @@ def test_loader_replays_after_generator_restore_and_mid_epoch() -> None:
     for (xa, ya), (xb, yb) in zip(first, second, strict=True):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
     # A re-seeded generator gives the same epoch too.
-    fresh = D.BatchLoader(
+    fresh = data_batching.BatchLoader(
         s.train.images,
         s.train.labels,
         batch_size=16,
@@ -248,9 +269,9 @@ def test_loader_rejects_bad_input() -> None:
     images, labels = _id_data()
     gen = torch.Generator()
     with pytest.raises(UserError, match="batch_size"):
-        D.BatchLoader(images, labels, batch_size=0, shuffle=False, generator=gen)
+        data_batching.BatchLoader(images, labels, batch_size=0, shuffle=False, generator=gen)
     with pytest.raises(UserError, match="labels"):
-        D.BatchLoader(images, labels[:-1], batch_size=4, shuffle=False, generator=gen)
+        data_batching.BatchLoader(images, labels[:-1], batch_size=4, shuffle=False, generator=gen)
 
 
 def _candidates(img: torch.Tensor, pad: int, flip: bool) -> list[torch.Tensor]:
@@ -284,8 +305,8 @@ def test_augmentation_is_a_crop_of_the_padded_image(
     g = torch.Generator().manual_seed(seed)
     images = torch.randint(1, 256, (b, c, h, w), generator=g, dtype=torch.uint8)
     if as_float:
-        images = D.to_unit_float(images)
-    out = D.augment_batch(images, D.Augmentation(pad, flip), g)
+        images = data_splits.to_unit_float(images)
+    out = data_batching.augment_batch(images, data_registry.Augmentation(pad, flip), g)
     assert out.shape == images.shape and out.dtype == images.dtype
     assert out.min() >= 0 and out.max() <= images.max()
     for i in range(b):
@@ -294,8 +315,8 @@ def test_augmentation_is_a_crop_of_the_padded_image(
 
 def test_augmentation_reaches_every_offset_and_flip() -> None:
     img = torch.arange(1, 10, dtype=torch.uint8).view(1, 1, 3, 3).expand(400, 1, 3, 3)
-    out = D.augment_batch(
-        img.contiguous(), D.Augmentation(1, True), torch.Generator().manual_seed(0)
+    out = data_batching.augment_batch(
+        img.contiguous(), data_registry.Augmentation(1, True), torch.Generator().manual_seed(0)
     )
     cands = _candidates(img[0], 1, True)
     hits = {next(j for j, cand in enumerate(cands) if torch.equal(o, cand)) for o in out}
@@ -312,31 +333,31 @@ def test_augmentation_reaches_every_offset_and_flip() -> None:
 )
 def test_missing_cifar_names_path_and_fix(tmp_path: Path, name: str, folder: str) -> None:
     with pytest.raises(UserError) as info:
-        D.load_splits(name, tmp_path)
+        data_splits.load_splits(name, tmp_path)
     msg = str(info.value)
     assert name in msg and str(tmp_path / folder) in msg and "--download" in msg
     # An existing but broken folder is reported the same way, not as a traceback.
     (tmp_path / folder).mkdir()
     with pytest.raises(UserError, match="fix") as info:
-        D.load_splits(name, tmp_path)
+        data_splits.load_splits(name, tmp_path)
     assert str(tmp_path / folder) in str(info.value)
 
 
 def test_missing_svhn_and_mnist(tmp_path: Path) -> None:
     with pytest.raises(UserError) as info:
-        D.load_splits("svhn", tmp_path)
+        data_splits.load_splits("svhn", tmp_path)
     assert str(tmp_path / "SVHN") in str(info.value)
     with pytest.raises(UserError) as info:
-        D.load_splits("mnist", tmp_path)
+        data_splits.load_splits("mnist", tmp_path)
     assert str(tmp_path / "MNIST" / "raw") in str(info.value) and "--download" in str(info.value)
 
 
 def test_missing_fashion_mnist_points_to_apt(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(D, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "no-such-dir")
+    monkeypatch.setattr(files, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "no-such-dir")
     with pytest.raises(UserError) as info:
-        D.load_splits("fashion-mnist", tmp_path / "data")
+        data_splits.load_splits("fashion-mnist", tmp_path / "data")
     msg = str(info.value)
     assert "apt-get install dataset-fashion-mnist" in msg
     assert str(tmp_path / "data" / "FashionMNIST" / "raw") in msg
@@ -358,11 +379,11 @@ def test_gz_files_in_raw_are_decompressed_and_loaded(tmp_path: Path) -> None:
     train_y = np.arange(40) % 10
     _write_idx(raw, "train", train_x, train_y)
     _write_idx(raw, "t10k", rng.integers(0, 256, (20, 28, 28)), np.arange(20) % 10)
-    report = {r["name"]: r for r in D.describe_datasets(tmp_path)}
+    report = {r["name"]: r for r in data_registry.describe_datasets(tmp_path)}
     assert report["mnist"]["found"] and report["mnist"]["location"] == str(raw)
     assert not report["cifar10"]["found"] and report["synthetic"]["found"]
 
-    s = D.load_splits("mnist", tmp_path, val_size=10, test_subset=10)
+    s = data_splits.load_splits("mnist", tmp_path, val_size=10, test_subset=10)
     assert (len(s.train), len(s.val), len(s.test)) == (30, 10, 10)
     assert s.train.images.shape == (30, 1, 28, 28)
     assert np.array_equal(s.train.images[:, 0].numpy(), train_x[s.train.indices.numpy()])
@@ -374,37 +395,39 @@ def test_gz_files_in_raw_are_decompressed_and_loaded(tmp_path: Path) -> None:
 def test_corrupt_gz_is_a_user_error(tmp_path: Path) -> None:
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
-    for name in D._MNIST_FILES:
+    for name in MNIST_FILES:
         (raw / f"{name}.gz").write_bytes(b"not gzip at all")
     with pytest.raises(UserError, match="decompress") as info:
-        D.load_splits("mnist", tmp_path)
+        data_splits.load_splits("mnist", tmp_path)
     assert str(raw) in str(info.value)
-    assert not list(raw.glob("*.tmp")) and not (raw / D._MNIST_FILES[0]).exists()
+    assert not list(raw.glob("*.tmp")) and not (raw / MNIST_FILES[0]).exists()
 
 
 @pytest.fixture(scope="module")
-def fashion(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, D.Splits]:
-    if not all((DEBIAN_DIR / f"{f}.gz").is_file() for f in D._MNIST_FILES):
+def fashion(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, data_splits.Splits]:
+    if not all((DEBIAN_DIR / f"{f}.gz").is_file() for f in MNIST_FILES):
         pytest.skip(
             f"Fashion-MNIST not installed in {DEBIAN_DIR} (apt-get install dataset-fashion-mnist)"
         )
     data_dir = tmp_path_factory.mktemp("data")
-    return data_dir, D.load_splits("fashion-mnist", data_dir)
+    return data_dir, data_splits.load_splits("fashion-mnist", data_dir)
 
 
-def test_real_fashion_mnist_loads(fashion: tuple[Path, D.Splits]) -> None:
+def test_real_fashion_mnist_loads(fashion: tuple[Path, data_splits.Splits]) -> None:
     data_dir, s = fashion
     assert (len(s.train), len(s.val), len(s.test)) == (60000, 0, 10000)
     assert int(s.train.labels[0]) == 9 and int(s.train.indices[0]) == 0
     assert s.train.images.shape == (60000, 1, 28, 28) and s.train.images.dtype == torch.uint8
     assert s.train.class_counts(10).tolist() == [6000] * 10
-    mean = D.to_unit_float(s.train.images[:10000]).mean().item()
+    mean = data_splits.to_unit_float(s.train.images[:10000]).mean().item()
     assert abs(mean - s.spec.mean[0]) < 0.01
-    assert all((data_dir / "FashionMNIST" / "raw" / f).is_file() for f in D._MNIST_FILES)
+    assert all((data_dir / "FashionMNIST" / "raw" / f).is_file() for f in MNIST_FILES)
     # Second load reads the decompressed copy; subsets are stratified and disjoint.
-    sub = D.load_splits("fashion-mnist", data_dir, train_subset=1000, val_size=500, test_subset=200)
+    sub = data_splits.load_splits(
+        "fashion-mnist", data_dir, train_subset=1000, val_size=500, test_subset=200
+    )
     assert sub.val.class_counts(10).tolist() == [50] * 10
     assert sub.test.class_counts(10).tolist() == [20] * 10
     assert not set(sub.train.indices.tolist()) & set(sub.val.indices.tolist())
-    report = {r["name"]: r for r in D.describe_datasets(data_dir)}
+    report = {r["name"]: r for r in data_registry.describe_datasets(data_dir)}
     assert report["fashion-mnist"]["found"]

@@ -20,10 +20,12 @@ import pytest
 import torch
 from support import cli_call, run_cli, small_config, tree_digest
 
-from boosting_tickets import storage, training
-from boosting_tickets.errors import UserError
-from boosting_tickets.storage import atomic_torch_save, atomic_write_json, safe_torch_load
-from boosting_tickets.training import TrainingFailed, train
+from boosting_tickets.core import storage
+from boosting_tickets.core.errors import UserError
+from boosting_tickets.core.storage import atomic_torch_save, atomic_write_json, safe_torch_load
+from boosting_tickets.training import losses
+from boosting_tickets.training.callbacks import TrainingFailed
+from boosting_tickets.training.run import train
 
 _SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "fault_injection.py"
 
@@ -274,15 +276,15 @@ def _all_finite(path: Path) -> bool:
 
 def test_nan_weights_after_a_finite_loss_stop_the_run_before_any_checkpoint(tmp_path, monkeypatch):
     cfg = small_config(epochs=3)
-    real = training._objective_loss
+    real = losses.natural_loss
     calls = {"n": 0}
 
-    def poison_step_8(*args):
+    def poison_step_8(*args, **kw):
         calls["n"] += 1
-        loss, logits = real(*args)
+        loss, logits = real(*args, **kw)
         return (_NanGrad.apply(loss) if calls["n"] == 8 else loss), logits
 
-    monkeypatch.setattr(training, "_objective_loss", poison_step_8)
+    monkeypatch.setattr(losses, "natural_loss", poison_step_8)
     with pytest.raises(TrainingFailed) as info:
         train(cfg, tmp_path / "r")
     msg = str(info.value)
@@ -297,17 +299,18 @@ def test_nan_weights_after_a_finite_loss_stop_the_run_before_any_checkpoint(tmp_
 
 
 def test_divergence_through_the_cli_keeps_the_good_checkpoint(tmp_path, monkeypatch, capsys):
-    real = training._objective_loss
+    real = losses.natural_loss
     calls = {"n": 0}
 
-    def nan_in_epoch_2(*args):
+    def nan_in_epoch_2(*args, **kw):
         calls["n"] += 1
-        loss, logits = real(*args)
+        loss, logits = real(*args, **kw)
         return (loss * float("nan") if calls["n"] == 6 else loss), logits
 
-    monkeypatch.setattr(training, "_objective_loss", nan_in_epoch_2)
+    monkeypatch.setattr(losses, "natural_loss", nan_in_epoch_2)
     code, _, err = cli_call(["train", *TINY, "--epochs", "3", "--out", str(tmp_path)], capsys)
-    assert code == 2 and _one_line_error(err), err
+    # A diverged run is a runtime failure (exit 1), not bad input (exit 2).
+    assert code == 1 and _one_line_error(err), err
     assert "loss became nan at epoch 2 step 2" in err and "lower --lr" in err
     (run,) = tmp_path.iterdir()
     kept = {n: (run / n).read_bytes() for n in ("last.pt", "best.pt", "init.pt")}
@@ -316,13 +319,13 @@ def test_divergence_through_the_cli_keeps_the_good_checkpoint(tmp_path, monkeypa
     # The same command again diverges again (same seeds) and keeps the good files untouched.
     calls["n"] = 4  # the rerun resumes at epoch 2: keep counting steps from there
     code, _, err2 = cli_call(["train", *TINY, "--epochs", "3", "--out", str(tmp_path)], capsys)
-    assert code == 2 and err2 == err
+    assert code == 1 and err2 == err
     assert {n: (run / n).read_bytes() for n in kept} == kept
 
 
 def test_a_real_divergence_is_caught_at_its_step(tmp_path, capsys):
     code, _, err = cli_call(["train", *TINY, "--lr", "1e6", "--out", str(tmp_path)], capsys)
-    assert code == 2 and _one_line_error(err), err
+    assert code == 1 and _one_line_error(err), err
     assert "training diverged" in err and "at epoch 1 step" in err
     (run,) = tmp_path.iterdir()
     assert all(_all_finite(p) for p in run.glob("*.pt"))

@@ -11,16 +11,17 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from boosting_tickets.errors import UserError
-from boosting_tickets.masks import (
+from boosting_tickets.core.errors import UserError
+from boosting_tickets.models.layers import prunable_parameters
+from boosting_tickets.models.masks import (
     Mask,
     dense_state_dict,
     import_dense,
     mask_from_dense,
     prunable_weights,
 )
-from boosting_tickets.models import build_model, prunable_parameters
-from boosting_tickets.pruning import magnitude_prune, with_bn_channels
+from boosting_tickets.models.registry import build_model
+from boosting_tickets.tickets.pruning import magnitude_prune, with_bn_channels
 
 
 def _pruned(model, fraction: float = 0.8) -> Mask:

@@ -11,22 +11,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from boosting_tickets.errors import UserError
-from boosting_tickets.models import (
-    MODEL_NAMES,
-    VGG16BN,
-    Normalize,
-    PreActResNet18,
-    SmallCNN,
-    WideResNet,
-    build_model,
-    count_parameters,
-    prunable_parameters,
-    validate_model_name,
-)
+from boosting_tickets.core.errors import UserError
+from boosting_tickets.models.layers import Normalize, count_parameters, prunable_parameters
+from boosting_tickets.models.preact_resnet import PreActResNet18
+from boosting_tickets.models.registry import build_model, validate_model_name
+from boosting_tickets.models.small_cnn import SmallCNN
+from boosting_tickets.models.vgg import VGG16BN
+from boosting_tickets.models.wide_resnet import WideResNet
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2471, 0.2435, 0.2616)
+MODEL_NAMES = ("vgg16-bn", "preact-resnet18", "small-cnn")  # the fixed-name families
 ALL_NAMES = ("wrn-10-1", "wrn-16-2", *MODEL_NAMES)
 
 

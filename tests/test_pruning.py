@@ -11,10 +11,11 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.nn.utils import prune as tprune
 
-from boosting_tickets.errors import UserError
-from boosting_tickets.masks import Mask
-from boosting_tickets.models import build_model, prunable_parameters
-from boosting_tickets.pruning import (
+from boosting_tickets.core.errors import UserError
+from boosting_tickets.models.layers import prunable_parameters
+from boosting_tickets.models.masks import Mask
+from boosting_tickets.models.registry import build_model
+from boosting_tickets.tickets.pruning import (
     bn_channel_masks,
     conv_bn_pairs,
     magnitude_prune,

@@ -9,16 +9,12 @@ from pathlib import Path
 import pytest
 from support import run_cli
 
-from boosting_tickets.errors import UserError
-from boosting_tickets.reporting import (
-    csv_text,
-    fmt_interval,
-    latex_escape,
-    regenerate,
-    speed_verdict,
-)
-from boosting_tickets.results import read_results, write_results
-from boosting_tickets.stats import mean_ci, paired_difference
+from boosting_tickets.core.errors import UserError
+from boosting_tickets.report.build import regenerate
+from boosting_tickets.report.compare import speed_verdict
+from boosting_tickets.report.formats import csv_text, fmt_interval, latex_escape
+from boosting_tickets.report.results import read_results, write_results
+from boosting_tickets.report.stats import mean_ci, paired_difference
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "tests" / "fixtures"
@@ -115,8 +111,8 @@ def test_protocol_mismatch_is_refused_naming_fields_and_writes_nothing(tmp_path)
     assert "fields: eps, n_examples" in msg and "--mix-protocols" in msg and "\n" not in msg
     assert not out.exists()
     report = regenerate(src, out, mix_protocols=True, with_figures=False)
-    assert report.summary.headers[-1] == "protocol"
-    assert any("Linf 0.2" in r[-1] for r in report.summary.rows)
+    assert report.tables["summary"].headers[-1] == "protocol"
+    assert any("Linf 0.2" in r[-1] for r in report.tables["summary"].rows)
 
 
 def test_rows_from_other_producers_join_the_tables(tmp_path):
@@ -124,13 +120,13 @@ def test_rows_from_other_producers_join_the_tables(tmp_path):
     shutil.copytree(FIXTURES / "results", src)
     _doc(src, "robustbench-compare", [_zoo_row("zoo:Carmon2019", 0.55, 36479194)])
     report = regenerate(src, tmp_path / "out", with_figures=False)
-    zoo = [r for r in report.summary.rows if r[1] == "zoo:Carmon2019"]
+    zoo = [r for r in report.tables["summary"].rows if r[1] == "zoo:Carmon2019"]
     assert len(zoo) == 1
     suite, arm, _, kind, source, seeds, params, nonzero = zoo[0][:8]
     assert (suite, kind, source, seeds) == ("robustbench-compare", "zoo", "measured", "–")
     assert (params, nonzero) == ("36479194", "3647919")
-    assert "AutoAttack %" in report.summary.headers
-    assert "zoo:Carmon2019" not in {r[1] for r in report.paired.rows}
+    assert "AutoAttack %" in report.tables["summary"].headers
+    assert "zoo:Carmon2019" not in {r[1] for r in report.tables["paired"].rows}
 
 
 def _measured(arm, kind, seed, pgd, **extra):
@@ -164,7 +160,7 @@ def test_published_rows_appear_only_under_their_protocol(tmp_path):
         reference=["li2020-table3"],
     )
     report = regenerate(tmp_path / "match", tmp_path / "out", with_figures=False)
-    ref = {r[1]: r for r in report.summary.rows if r[3] == "reference"}
+    ref = {r[1]: r for r in report.tables["summary"].rows if r[3] == "reference"}
     assert set(ref) == {
         "paper:dense",
         "paper:ticket-fgsm@40ep",
@@ -187,7 +183,7 @@ def test_published_rows_appear_only_under_their_protocol(tmp_path):
         reference=["li2020-table3"],
     )
     report = regenerate(tmp_path / "match", tmp_path / "out2", with_figures=False)
-    assert not [r for r in report.summary.rows if r[3] == "reference"]
+    assert not [r for r in report.tables["summary"].rows if r[3] == "reference"]
     readme = (tmp_path / "out2" / "README.md").read_text()
     assert "Table 3 is not shown: protocol differs" in readme
 

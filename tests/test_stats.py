@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats as sps
 
-from boosting_tickets.stats import mean_ci, paired_difference
+from boosting_tickets.report.stats import mean_ci, paired_difference
 
 accuracies = st.floats(min_value=0.0, max_value=1.0, allow_nan=False)
 

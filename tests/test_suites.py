@@ -10,12 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from boosting_tickets import suites
-from boosting_tickets.bench import plan_suite
-from boosting_tickets.config import config_hash, setting
-from boosting_tickets.errors import UserError
-from boosting_tickets.hparams import TrainConfig
-from boosting_tickets.suites import SUITES_DIR, load_suite, parse_suite
+from boosting_tickets.bench.plan import plan_suite
+from boosting_tickets.bench.suite_files import PACKAGE_SUITES as SUITES_DIR
+from boosting_tickets.bench.suite_files import suite_names
+from boosting_tickets.bench.suites import load_suite, parse_suite
+from boosting_tickets.core.config import config_hash, setting
+from boosting_tickets.core.errors import UserError
+from boosting_tickets.training.hparams import TrainConfig
 
 BASE = {
     "description": "test suite",
@@ -261,7 +262,7 @@ def test_suite_lookup_by_name_and_path(tmp_path):
 
 
 def test_shipped_suites_validate():
-    names = suites.suite_names(SUITES_DIR)
+    names = suite_names(SUITES_DIR)
     for required in ("quick", "paper-vgg16", "paper-wrn34-10", "fgsm-overfitting"):
         assert required in names
     sweeps = 0

@@ -12,24 +12,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from support import run_cli, tree_digest
 
-from boosting_tickets import tickets, training
-from boosting_tickets.config import build_config
-from boosting_tickets.errors import UserError
-from boosting_tickets.hparams import TrainConfig
-from boosting_tickets.masks import Mask
-from boosting_tickets.models import build_model
-from boosting_tickets.pruning import per_round_rate
-from boosting_tickets.storage import safe_torch_load
-from boosting_tickets.tickets import (
-    CONTROLS,
-    FindConfig,
-    control_start,
-    find_ticket,
-    load_ticket,
-    prefix_config,
-    retrain_ticket,
-)
-from boosting_tickets.training import learning_rate
+from boosting_tickets.core.config import build_config
+from boosting_tickets.core.errors import UserError
+from boosting_tickets.core.storage import safe_torch_load
+from boosting_tickets.models.masks import Mask
+from boosting_tickets.models.registry import build_model
+from boosting_tickets.tickets import controls as tickets_controls
+from boosting_tickets.tickets import finding
+from boosting_tickets.tickets import ticket as tickets_ticket
+from boosting_tickets.tickets.config import FindConfig
+from boosting_tickets.tickets.finding import find_ticket, prefix_config
+from boosting_tickets.tickets.pruning import per_round_rate
+from boosting_tickets.tickets.retrain import control_start, retrain_ticket
+from boosting_tickets.tickets.ticket import load_ticket
+from boosting_tickets.training import callbacks
+from boosting_tickets.training.hparams import TrainConfig
+from boosting_tickets.training.schedule import learning_rate
 
 # A finding run of a few seconds: WRN-10-1 on the synthetic 1x16x16 dataset, 2 epochs.
 FLAGS = {
@@ -94,7 +92,7 @@ def epoch_ticket(tmp_path_factory):
 
 
 def _hash(cfg: FindConfig) -> str:
-    return tickets.ticket_dir_for(cfg, ".").name.removeprefix("ticket_")
+    return tickets_ticket.ticket_dir_for(cfg, ".").name.removeprefix("ticket_")
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +107,7 @@ def imp_ticket(tmp_path_factory):
 
     with pytest.raises(KeyboardInterrupt):
         find_ticket(cfg, out, log=crash_in_level_1)
-    tdir = tickets.ticket_dir_for(cfg, out)
+    tdir = tickets_ticket.ticket_dir_for(cfg, out)
     before = _mtimes(tdir / "level_0")
     assert not (tdir / "ticket.json").exists()
     messages: list[str] = []
@@ -157,7 +155,7 @@ def test_rerun_does_no_work_and_touches_nothing(epoch_ticket, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("a finished ticket was trained again")
 
-    monkeypatch.setattr(tickets, "train", no_training)
+    monkeypatch.setattr(finding, "train", no_training)
     again = find_ticket(cfg, out)
     assert again.mask.digest() == ticket.mask.digest()
     assert tree_digest(out) == before and _mtimes(out) == stamps
@@ -253,7 +251,7 @@ def test_controls_keep_the_sparsity_they_promise(imp_ticket):
     glob, _ = control_start(ticket, "random-mask-global", seed=0)
     assert glob.counts() == ticket.mask.counts()
     assert any(int(glob[n].sum()) != int(ticket.mask[n].sum()) for n in glob.weight_names())
-    assert set(CONTROLS) == {"reinit", "random-mask", "random-mask-global"}
+    assert set(tickets_controls.control_names()) == {"reinit", "random-mask", "random-mask-global"}
     with pytest.raises(UserError, match="unknown control"):
         control_start(ticket, "shuffle")
 
@@ -270,7 +268,7 @@ def test_retraining_with_another_architecture_is_refused(imp_ticket, tmp_path):
 def test_fgsm_found_ticket_after_catastrophic_overfitting_is_usable(tmp_path, monkeypatch):
     # The flag itself is tested on metric histories in test_training.py; here it fires on purpose
     # to check that find_ticket records it, stops the finding run and still yields a ticket.
-    monkeypatch.setattr(training, "detect_catastrophic_overfitting", lambda rows, **kw: True)
+    monkeypatch.setattr(callbacks, "detect_catastrophic_overfitting", lambda rows, **kw: True)
     cfg = _find_cfg(objective="fgsm", stop_on_overfit=True)
     messages: list[str] = []
     ticket = find_ticket(cfg, tmp_path, log=messages.append)
@@ -294,7 +292,7 @@ def test_rewind_to_an_external_checkpoint_starts_and_rewinds_there(tmp_path):
     assert ticket.meta["rewind"] == str(path)
     # another file under the same name is another ticket
     torch.save(build_model("wrn-10-1", num_classes=10, in_channels=1).state_dict(), path)
-    assert tickets.ticket_dir_for(_find_cfg(rewind=str(path), epochs="1"), ".").name != (
+    assert tickets_ticket.ticket_dir_for(_find_cfg(rewind=str(path), epochs="1"), ".").name != (
         ticket.dir.name
     )
 

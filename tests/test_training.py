@@ -9,18 +9,15 @@ import pytest
 import torch
 from support import tiny_config
 
-from boosting_tickets import training
-from boosting_tickets.errors import UserError
-from boosting_tickets.hparams import TrainConfig
-from boosting_tickets.masks import Mask
-from boosting_tickets.models import prunable_parameters
-from boosting_tickets.storage import safe_torch_load
-from boosting_tickets.training import (
-    TrainingFailed,
-    detect_catastrophic_overfitting,
-    learning_rate,
-    train,
-)
+from boosting_tickets.core.errors import UserError
+from boosting_tickets.core.storage import safe_torch_load
+from boosting_tickets.models.layers import prunable_parameters
+from boosting_tickets.models.masks import Mask
+from boosting_tickets.training import losses
+from boosting_tickets.training.callbacks import TrainingFailed, detect_catastrophic_overfitting
+from boosting_tickets.training.hparams import TrainConfig
+from boosting_tickets.training.run import train
+from boosting_tickets.training.schedule import learning_rate
 
 
 def _comparable(rows):
@@ -96,7 +93,7 @@ def test_interrupted_run_resumes_to_identical_metrics(tmp_path):
 
 def test_mask_and_momentum_stay_zero(tmp_path):
     cfg = tiny_config(epochs=2, objective="natural", weight_decay=5e-4, momentum=0.9)
-    from boosting_tickets.checkpoints import build_from_arch
+    from boosting_tickets.models.checkpoints import build_from_arch
 
     probe = build_from_arch(
         {"model": "small-cnn", "num_classes": 10, "in_channels": 1, "mean": None, "std": None}
@@ -123,17 +120,17 @@ def test_mask_and_momentum_stay_zero(tmp_path):
 
 def test_divergence_stops_with_message_and_keeps_checkpoint(tmp_path, monkeypatch):
     cfg = tiny_config(epochs=3, objective="natural")
-    real = training._objective_loss
+    real = losses.natural_loss
     calls = {"n": 0}
 
-    def nan_in_epoch_2(model, x, y, cfg_, attack, gen, amp):
+    def nan_in_epoch_2(model, x, y, **kw):
         calls["n"] += 1
-        loss, logits = real(model, x, y, cfg_, attack, gen, amp)
+        loss, logits = real(model, x, y, **kw)
         if calls["n"] > 4:  # 4 batches per epoch: epoch 2 starts at call 5
             loss = loss * float("nan")
         return loss, logits
 
-    monkeypatch.setattr(training, "_objective_loss", nan_in_epoch_2)
+    monkeypatch.setattr(losses, "natural_loss", nan_in_epoch_2)
     with pytest.raises(TrainingFailed) as info:
         train(cfg, tmp_path / "d")
     msg = str(info.value)

@@ -22,11 +22,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support import cli_call, small_config
 
-from boosting_tickets.checkpoints import MODEL_FORMAT
-from boosting_tickets.errors import UserError
-from boosting_tickets.masks import Mask
-from boosting_tickets.storage import atomic_write_json, read_json, safe_torch_load
-from boosting_tickets.training import train
+from boosting_tickets.core.errors import UserError
+from boosting_tickets.core.storage import atomic_write_json, read_json, safe_torch_load
+from boosting_tickets.models.checkpoints import MODEL_FORMAT
+from boosting_tickets.models.masks import Mask
+from boosting_tickets.training.run import train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -142,7 +142,7 @@ def test_resuming_refuses_a_planted_training_file(finished_run, tmp_path, name):
 
 
 def test_ticket_and_rewind_loaders_refuse(finished_run, tmp_path, capsys):
-    from boosting_tickets.tickets import TICKET_FORMAT
+    from boosting_tickets.tickets.ticket import TICKET_FORMAT
 
     _, run = finished_run
     marker = tmp_path / "ran"

@@ -21,16 +21,21 @@ from hypothesis import strategies as st
 from support import cli_call, run_cli, tree_digest
 from torch import nn
 
-from boosting_tickets import zoo
-from boosting_tickets.checkpoints import arch_meta, save_model
-from boosting_tickets.errors import UserError
-from boosting_tickets.evaluation import evaluate
-from boosting_tickets.hparams import DataConfig, RunConfig
-from boosting_tickets.masks import Mask
-from boosting_tickets.models import build_model, count_parameters, prunable_parameters
-from boosting_tickets.results import PROTOCOL_KEYS, read_results
-from boosting_tickets.storage import safe_torch_load
-from boosting_tickets.training import eval_protocol
+from boosting_tickets.adversarial.evaluation import evaluate
+from boosting_tickets.core.errors import UserError
+from boosting_tickets.core.storage import safe_torch_load
+from boosting_tickets.models.checkpoints import arch_meta, save_model
+from boosting_tickets.models.layers import count_parameters, prunable_parameters
+from boosting_tickets.models.masks import Mask
+from boosting_tickets.models.registry import build_model
+from boosting_tickets.report.results import PROTOCOL_KEYS, read_results
+from boosting_tickets.training.hparams import DataConfig, RunConfig, eval_protocol
+from boosting_tickets.zoo import checkpoints as zoo_checkpoints
+from boosting_tickets.zoo import compare as zoo_compare
+from boosting_tickets.zoo import config as zoo_config
+from boosting_tickets.zoo import export as zoo_export
+from boosting_tickets.zoo import reference as zoo_reference
+from boosting_tickets.zoo import robustbench as zoo_robustbench
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
@@ -54,7 +59,7 @@ COMPARE = ("compare", "robustbench", "--eval-data", "synthetic", "--no-progress"
 
 def _robustbench():
     try:
-        return zoo.import_robustbench()
+        return zoo_robustbench.import_robustbench()
     except UserError as exc:
         pytest.skip(f"robustbench unusable here: {exc}")
 
@@ -151,7 +156,7 @@ def _wrn10_checkpoint(path: Path, *, normalize: bool, seed: int = 3) -> nn.Modul
 
 
 def test_reference_table_parses_and_matches_science_and_the_zoo():
-    doc = zoo.load_reference()
+    doc = zoo_reference.load_reference()
     entries = {e["name"]: e for e in doc["entries"]}
     assert len(entries) == len(doc["entries"])
     assert doc["dataset"] == "cifar10" and doc["threat_model"] == "Linf" and doc["source"]
@@ -165,7 +170,7 @@ def test_reference_table_parses_and_matches_science_and_the_zoo():
     assert robust == sorted(robust, reverse=True)
     # The packaged flag says which names robustbench.load_model knows: check against the zoo.
     _robustbench()
-    known = zoo.zoo_models("cifar10", "Linf")
+    known = zoo_robustbench.zoo_models("cifar10", "Linf")
     assert {n: n in known for n in entries} == {n: e["in_model_zoo"] for n, e in entries.items()}
 
 
@@ -177,7 +182,7 @@ def test_compare_list_prints_the_published_table_and_json(capsys):
         assert name in out
     code, out, err = cli_call(["compare", "list", "--json"], capsys)
     assert code == 0, err
-    assert json.loads(out) == zoo.load_reference()
+    assert json.loads(out) == zoo_reference.load_reference()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,7 +191,7 @@ def test_compare_list_prints_the_published_table_and_json(capsys):
 
 
 def test_zoo_model_loads_through_robustbench_with_its_own_logits(wong):
-    model = zoo.load_zoo_model("Wong2020Fast", wong.dir)
+    model = zoo_checkpoints.load_zoo_model("Wong2020Fast", wong.dir)
     assert type(model).__name__ == "Wong2020FastNet" and not model.training
     x = _images(6)
     with torch.no_grad():
@@ -198,7 +203,7 @@ def test_cli_comparison_writes_measured_and_published_rows(compared):
     assert proc.returncode == 0, proc.stderr
     assert "wrote" in proc.stdout and "measured" in proc.stdout and "published" in proc.stdout
     doc = read_results(compared.out)
-    assert doc["suite"] == zoo.COMPARE_SUITE
+    assert doc["suite"] == zoo_config.COMPARE_SUITE
     measured, published = doc["rows"]
     assert (measured["kind"], measured["source"], measured["dataset"]) == (
         "zoo",
@@ -226,16 +231,16 @@ def test_cli_comparison_writes_measured_and_published_rows(compared):
 
 def test_comparison_numbers_are_the_ticket_harness_and_a_rerun_does_no_work(compared, wong):
     assert compared.proc.returncode == 0, compared.proc.stderr
-    cfg = zoo.CompareConfig(
+    cfg = zoo_config.CompareConfig(
         models=("Wong2020Fast",),
         model_dir=str(wong.dir),
         eval_data="synthetic",
         n_examples=8,
         progress=False,
     )
-    data = zoo.load_eval_data(cfg)
+    data = zoo_compare.load_eval_data(cfg)
     tickets_protocol = eval_protocol(RunConfig(data=DataConfig(dataset="cifar10")))
-    assert zoo.comparison_protocol("cifar10") == tickets_protocol
+    assert zoo_compare.comparison_protocol("cifar10") == tickets_protocol
     direct = evaluate(wong.net, data.images, data.labels, tickets_protocol)
     row = read_results(compared.out)["rows"][0]
     for key in ("clean_acc", "fgsm_acc", "pgd_acc"):
@@ -245,7 +250,7 @@ def test_comparison_numbers_are_the_ticket_harness_and_a_rerun_does_no_work(comp
         k: direct["protocol"][k] for k in PROTOCOL_KEYS
     }
     before = compared.out.read_bytes()
-    again = zoo.run_comparison(cfg, compared.out)
+    again = zoo_compare.run_comparison(cfg, compared.out)
     assert again.evaluated == () and again.reused == ("Wong2020Fast",) and not again.written
     assert compared.out.read_bytes() == before
 
@@ -255,7 +260,7 @@ def test_autoattack_runs_through_the_comparison_measure_on_a_tiny_model():
     # point x with label y falls to an L∞ perturbation of size min_j (f_y - f_j) / |w_y - w_j|_1
     # (pixels kept in [0.25, 0.75], so the [0, 1] box never binds). Only such points are used:
     # AutoAttack then stops after APGD-CE and stays cheap on a busy CPU.
-    from boosting_tickets.models import Normalize
+    from boosting_tickets.models.layers import Normalize
 
     torch.manual_seed(4)
     norm, linear = Normalize(CIFAR_MEAN, CIFAR_STD), nn.Linear(3 * 32 * 32, 10)
@@ -268,15 +273,15 @@ def test_autoattack_runs_through_the_comparison_measure_on_a_tiny_model():
     margin = (logits.gather(1, pred[:, None]) - logits).detach()
     flip = margin / (w[pred][:, None, :] - w[None, :, :]).abs().sum(-1)
     flip[torch.arange(64), pred] = float("inf")
-    eps = zoo.comparison_protocol("cifar10").eps
+    eps = zoo_compare.comparison_protocol("cifar10").eps
     fragile = (flip.min(1).values < eps / 2).nonzero().flatten()[:6]
     assert len(fragile) == 6
     # Six clean-correct, provably breakable points and two misclassified ones.
     images = torch.cat([x[fragile], x[:2]])
     labels = torch.cat([pred[fragile], (pred[:2] + 1) % 10])
-    data = zoo.EvalData(images, labels, "synthetic", "8 random images", 10)
-    protocol = zoo.comparison_protocol("cifar10", autoattack=True)
-    res = zoo.measure_model(model, data, protocol, batch_size=8)
+    data = zoo_compare.EvalData(images, labels, "synthetic", "8 random images", 10)
+    protocol = zoo_compare.comparison_protocol("cifar10", autoattack=True)
+    res = zoo_compare.measure_model(model, data, protocol, batch_size=8)
     assert res["clean_acc"] == 0.75
     assert res["autoattack_acc"] == 0.0 and res["pgd_acc"] == 0.0
     assert res["protocol"]["autoattack"] == "standard (pyautoattack)"
@@ -285,14 +290,14 @@ def test_autoattack_runs_through_the_comparison_measure_on_a_tiny_model():
 
 def test_download_goes_through_a_sniffed_temp_file(tmp_path, monkeypatch, wong):
     rb = _robustbench()
-    target = zoo.zoo_checkpoint_path(tmp_path, "Wong2020Fast")
+    target = zoo_robustbench.zoo_checkpoint_path(tmp_path, "Wong2020Fast")
 
     def html_page(gid, path):
         Path(path).write_text("<!DOCTYPE html><html>Google Drive quota exceeded</html>")
 
     monkeypatch.setattr(rb.utils, "download_gdrive_new", html_page)
     with pytest.raises(UserError, match="HTML page") as err:
-        zoo.prepare_zoo_checkpoint("Wong2020Fast", tmp_path, allow_download=True)
+        zoo_checkpoints.prepare_zoo_checkpoint("Wong2020Fast", tmp_path, allow_download=True)
     assert str(target) in str(err.value)
     assert not any(p.is_file() for p in tmp_path.rglob("*"))
 
@@ -301,13 +306,13 @@ def test_download_goes_through_a_sniffed_temp_file(tmp_path, monkeypatch, wong):
 
     monkeypatch.setattr(rb.utils, "download_gdrive_new", offline)
     with pytest.raises(UserError, match="downloading Wong2020Fast .* failed"):
-        zoo.prepare_zoo_checkpoint("Wong2020Fast", tmp_path, allow_download=True)
+        zoo_checkpoints.prepare_zoo_checkpoint("Wong2020Fast", tmp_path, allow_download=True)
 
     def copy(gid, path):
         Path(path).write_bytes(wong.path.read_bytes())
 
     monkeypatch.setattr(rb.utils, "download_gdrive_new", copy)
-    ckpt = zoo.prepare_zoo_checkpoint("Wong2020Fast", tmp_path, allow_download=True)
+    ckpt = zoo_checkpoints.prepare_zoo_checkpoint("Wong2020Fast", tmp_path, allow_download=True)
     assert ckpt.files == (target,) and ckpt.export is None
     assert target.read_bytes() == wong.path.read_bytes()
 
@@ -333,19 +338,21 @@ def test_exported_ticket_loads_with_robustbench_load_model_and_identical_logits(
     # Dense export: the pruned zeros travel as zeros; normalization lives in mu/sigma.
     assert count_parameters(loaded) == count_parameters(ticket.model)
     assert torch.allclose(loaded.mu.flatten(), torch.tensor(CIFAR_MEAN))
-    meta = safe_torch_load(zoo.zoo_checkpoint_path(model_dir, "Wong2020Fast"))["boosting_tickets"]
+    meta = safe_torch_load(zoo_robustbench.zoo_checkpoint_path(model_dir, "Wong2020Fast"))[
+        "boosting_tickets"
+    ]
     assert meta["input_normalization"]["applied_by_architecture"] is True
     assert meta["nonzero_params"] == count_parameters(ticket.model)[1]
     assert [p.name for p in model_dir.iterdir()] == ["cifar10"]  # the staging dir is gone
     # Compared under its zoo name, the export is measured but never paired with Wong's numbers.
-    cfg = zoo.CompareConfig(
+    cfg = zoo_config.CompareConfig(
         models=("Wong2020Fast",),
         model_dir=str(model_dir),
         eval_data="synthetic",
         n_examples=2,
         progress=False,
     )
-    (row,) = zoo.run_comparison(cfg, tmp_path / "cmp" / "results.json").rows
+    (row,) = zoo_compare.run_comparison(cfg, tmp_path / "cmp" / "results.json").rows
     assert row["source"] == "measured" and row["model"] == "preact-resnet18"
     assert "boosting-tickets export of" in row["note"]
     assert row["nonzero_params"] == count_parameters(ticket.model)[1]
@@ -355,12 +362,14 @@ def test_export_under_a_new_name_loads_strictly_into_plain_wideresnet(tmp_path):
     _robustbench()
     from robustbench.model_zoo.architectures.wide_resnet import WideResNet
 
-    from boosting_tickets.models import Normalize
+    from boosting_tickets.models.layers import Normalize
 
     x = _images(4, seed=7)
     for normalize in (False, True):
         ours = _wrn10_checkpoint(tmp_path / f"wrn{normalize}.pt", normalize=normalize)
-        res = zoo.export_checkpoint(tmp_path / f"wrn{normalize}.pt", tmp_path, f"W{normalize}")
+        res = zoo_export.export_checkpoint(
+            tmp_path / f"wrn{normalize}.pt", tmp_path, f"W{normalize}"
+        )
         assert not res.zoo_name and not res.normalization_in_target
         plain = WideResNet(depth=10, widen_factor=1, num_classes=10).eval()
         plain.load_state_dict(safe_torch_load(res.path)["state_dict"], strict=True)
@@ -383,8 +392,8 @@ def test_trades_style_wideresnet_gets_its_unused_sub_block_from_block1(tmp_path)
 
     ours = _wrn10_checkpoint(tmp_path / "wrn.pt", normalize=False)
     build = lambda: WideResNet(depth=10, widen_factor=1, sub_block1=True)  # noqa: E731
-    state, diff, has_norm, sub_block = zoo._export_state_dict(
-        ours.state_dict(), zoo._meta_shapes(build)
+    state, diff, has_norm, sub_block = zoo_export._export_state_dict(
+        ours.state_dict(), zoo_checkpoints.meta_shapes(build)
     )
     assert not diff and not has_norm and sub_block
     for key, value in state.items():
@@ -402,15 +411,15 @@ def test_export_refuses_what_robustbench_would_get_wrong(tmp_path, ticket):
     model_dir = tmp_path / "models"
     # The zoo's PreActResNet-18 of Andriushchenko2020Understanding has no normalization buffers.
     with pytest.raises(UserError, match="normalizes its inputs .* load_model would feed it raw"):
-        zoo.export_checkpoint(ticket.path, model_dir, "Andriushchenko2020Understanding")
+        zoo_export.export_checkpoint(ticket.path, model_dir, "Andriushchenko2020Understanding")
     _wrn10_checkpoint(tmp_path / "wrn.pt", normalize=False)
     with pytest.raises(UserError, match="does not match the architecture .* Standard"):
-        zoo.export_checkpoint(tmp_path / "wrn.pt", model_dir, "Standard")
+        zoo_export.export_checkpoint(tmp_path / "wrn.pt", model_dir, "Standard")
     small = build_model("small-cnn", num_classes=10, in_channels=3)
     arch = arch_meta("small-cnn", num_classes=10, in_channels=3, mean=None, std=None)
     save_model(tmp_path / "cnn.pt", small, arch)
     with pytest.raises(UserError, match="no architecture matching our small-cnn"):
-        zoo.export_checkpoint(tmp_path / "cnn.pt", model_dir, "MyCNN")
+        zoo_export.export_checkpoint(tmp_path / "cnn.pt", model_dir, "MyCNN")
     assert not any(p.is_file() for p in model_dir.rglob("*"))
 
 
@@ -455,7 +464,7 @@ def test_loading_failures_are_one_line_through_the_cli(tmp_path, wong):
         return tmp_path / case
 
     def ckpt(case: str) -> Path:
-        path = zoo.zoo_checkpoint_path(model_dir(case), "Wong2020Fast")
+        path = zoo_robustbench.zoo_checkpoint_path(model_dir(case), "Wong2020Fast")
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
@@ -494,11 +503,11 @@ def test_loading_failures_are_one_line_through_the_cli(tmp_path, wong):
 
 def test_refusals_leave_earlier_results_and_exports_untouched(tmp_path, wong, compared, capsys):
     assert compared.proc.returncode == 0, compared.proc.stderr
-    pickled = zoo.zoo_checkpoint_path(tmp_path / "pickled", "Wong2020Fast")
+    pickled = zoo_robustbench.zoo_checkpoint_path(tmp_path / "pickled", "Wong2020Fast")
     pickled.parent.mkdir(parents=True)
     torch.save({"state_dict": {"w": torch.zeros(1)}, "extra": _Pickled()}, pickled)
     _wrn10_checkpoint(tmp_path / "wrn.pt", normalize=False)
-    existing = zoo.zoo_checkpoint_path(tmp_path / "exported", "MyWRN")
+    existing = zoo_robustbench.zoo_checkpoint_path(tmp_path / "exported", "MyWRN")
     existing.parent.mkdir(parents=True)
     existing.write_bytes(b"an earlier export")
     out = str(tmp_path / "out" / "results.json")
@@ -571,13 +580,13 @@ def test_state_dict_mismatch_reports_exactly_the_differences(expected, drop, ext
     given_ = {k: v for k, v in expected.items() if k not in drop}
     given_ = {k: ((*v, 9) if k in reshape else v) for k, v in given_.items()}
     given_.update({k: v for k, v in extra.items() if k not in expected})
-    diff = zoo.state_dict_mismatch(expected, given_)
+    diff = zoo_checkpoints.state_dict_mismatch(expected, given_)
     assert set(diff.missing) == {k for k in expected if k not in given_}
     assert set(diff.unexpected) == {k for k in given_ if k not in expected}
     assert {k for k, _, _ in diff.shape} == {k for k in expected if k in given_ and k in reshape}
     assert bool(diff) == (given_ != expected)
     optional = set(diff.missing)
-    assert not zoo.state_dict_mismatch(expected, given_, optional=optional).missing
+    assert not zoo_checkpoints.state_dict_mismatch(expected, given_, optional=optional).missing
 
 
 @settings(max_examples=60, deadline=None)
@@ -588,26 +597,26 @@ def test_state_dict_mismatch_reports_exactly_the_differences(expected, drop, ext
 def test_merge_rows_replaces_remeasured_models_and_keeps_the_rest(old, new):
     old_rows = [{"label": m, "v": i} for i, m in enumerate(old)]
     new_rows = [{"label": m, "v": -1} for m in new]
-    merged = zoo.merge_rows(old_rows, new_rows)
+    merged = zoo_compare.merge_rows(old_rows, new_rows)
     assert merged[len(merged) - len(new_rows) :] == new_rows
     assert merged[: len(merged) - len(new_rows)] == [r for r in old_rows if r["label"] not in new]
 
 
 def test_compare_config_needs_models_and_names_that_can_be_files():
     with pytest.raises(UserError, match="no models given"):
-        zoo.CompareConfig().validate()
+        zoo_config.CompareConfig().validate()
     with pytest.raises(UserError, match="bad model name"):
-        dataclasses.replace(zoo.CompareConfig(), models=("../etc/passwd",)).validate()
+        dataclasses.replace(zoo_config.CompareConfig(), models=("../etc/passwd",)).validate()
     with pytest.raises(UserError, match="more than once"):
-        zoo.CompareConfig(models=("Standard", "Standard")).validate()
+        zoo_config.CompareConfig(models=("Standard", "Standard")).validate()
 
 
 def test_compare_config_loads_from_toml_with_cli_overrides(tmp_path):
-    from boosting_tickets.config import build_config, config_hash
+    from boosting_tickets.core.config import build_config, config_hash
 
     toml = tmp_path / "compare.toml"
     toml.write_text('models = ["Wong2020Fast", "Standard"]\nn_examples = 100\nautoattack = true\n')
-    cfg = build_config(zoo.CompareConfig, config_path=toml, cli_values={"n_examples": "50"})
+    cfg = build_config(zoo_config.CompareConfig, config_path=toml, cli_values={"n_examples": "50"})
     assert cfg.models == ("Wong2020Fast", "Standard") and cfg.n_examples == 50 and cfg.autoattack
     # Which models, where they live and how fast they run never change one model's numbers.
     same = dataclasses.replace(cfg, models=("Standard",), model_dir="elsewhere", batch_size=7)

@@ -1,0 +1,192 @@
+"""The Python API: what the CLI does, as functions with one convention for output directories.
+
+Every function that trains takes ``out``, the root under which it creates a directory named by
+the hash of the non-default settings -- ``out/train_<hash>`` (:func:`train`), ``out/ticket_<hash>``
+(:func:`find_ticket`), ``out/retrain_<hash>`` (:func:`retrain_ticket`) -- or, for a suite, the
+suite's own directory (:func:`run_suite`, default ``runs/bench/<suite>``). Rerunning with the same
+settings resumes or returns the finished result without work. Results carry their model:
+``RunResult.load_model()``, ``Ticket.build_model()``.
+
+Example (``docs/api.md``)::
+
+    import boosting_tickets as bt
+
+    data = bt.DataConfig(dataset="synthetic", train_subset=64, val_size=16, test_subset=16)
+    run = bt.train(bt.RunConfig(data=data, train=bt.TrainConfig(epochs=1)), out="runs")
+    print(run.test["best"]["pgd_acc"])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .core.errors import UserError
+from .core.paths import RunPaths
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from .bench.runner import BenchReport
+    from .bench.suites import Suite
+    from .report.build import Report
+    from .tickets.config import FindConfig
+    from .tickets.ticket import Ticket
+    from .training.hparams import RunConfig
+    from .training.run import RunResult
+
+Log = Callable[[str], None] | None
+
+
+def train(
+    cfg: RunConfig, out: str | Path = "runs", *, log: Log = None, splits: Any = None
+) -> RunResult:
+    """Train (or resume, or return) run ``cfg`` in ``out/train_<hash>``."""
+    from .training.run import run_dir_for
+    from .training.run import train as train_in
+
+    return train_in(cfg, run_dir_for(cfg, out), log=log, splits=splits)
+
+
+def find_ticket(
+    cfg: FindConfig, out: str | Path = "runs", *, log: Log = None, splits: Any = None
+) -> Ticket:
+    """Find (or return) the ticket ``cfg`` describes in ``out/ticket_<hash>``."""
+    from .tickets.finding import find_ticket as find
+
+    return find(cfg, out, log=log, splits=splits)
+
+
+def retrain_ticket(
+    cfg: RunConfig,
+    ticket: str | Path | Ticket,
+    out: str | Path = "runs",
+    *,
+    control: str | None = None,
+    log: Log = None,
+    splits: Any = None,
+) -> RunResult:
+    """Retrain ``ticket`` (or a control of it) with ``cfg`` in ``out/retrain_<hash>``."""
+    from .tickets.retrain import retrain_ticket as retrain
+
+    return retrain(cfg, ticket, out=out, control=control, log=log, splits=splits)
+
+
+def run_suite(
+    suite: str | Path | Suite,
+    out: str | Path | None = None,
+    *,
+    seeds: Sequence[int] | None = None,
+    log: Log = None,
+    progress: bool | None = False,
+) -> BenchReport:
+    """Run suite ``suite`` (a name, a .toml path or a loaded suite) in ``out`` (default
+    ``runs/bench/<suite>``) and write its ``results.json``."""
+    from .bench.runner import run_suite as run
+    from .bench.suites import Suite, load_suite
+
+    s = suite if isinstance(suite, Suite) else load_suite(suite)
+    target = Path("runs") / "bench" / s.name if out is None else Path(out)
+    return run(s, out=target, seeds=seeds, log=log, progress=progress)
+
+
+def regenerate_tables(results_dir: str | Path, out: str | Path = "results", **kw: Any) -> Report:
+    """Every table, figure and the README under ``out`` from the results files in ``results_dir``."""
+    from .report.build import regenerate
+
+    return regenerate(results_dir, out, **kw)
+
+
+def load_model(path: str | Path, device: str = "cpu") -> nn.Module:
+    """The model of a checkpoint (``best.pt`` when ``path`` is a run directory)."""
+    from .models.checkpoints import load_model as load
+
+    p = Path(path)
+    return load(RunPaths(p).best if p.is_dir() else p, device)[0]
+
+
+def _split_of_run(path: Path, split: str) -> tuple[int, int]:
+    """(val_size, data_seed) of the run a checkpoint belongs to, for its held-out split."""
+    from .core.storage import read_json
+
+    if split == "test":
+        return 0, 0
+    # The held-out split is defined by the run that trained the model: reproduce it exactly.
+    hp = RunPaths(path.parent).hparams
+    if not hp.exists():
+        raise UserError(
+            f"--split val needs a checkpoint inside a run directory ({hp} not found), "
+            "because the run's settings define its held-out split; use --split test"
+        )
+    data_cfg = read_json(hp, what="hparams file").get("config", {}).get("data", {})
+    val_size, data_seed = int(data_cfg.get("val_size", 0)), int(data_cfg.get("data_seed", 0))
+    if val_size == 0:
+        raise UserError(f"the run in {path.parent} held out no validation data; use --split test")
+    return val_size, data_seed
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    *,
+    dataset: str | None = None,
+    data_dir: str | Path = "data",
+    split: str = "test",
+    n_examples: int | None = None,
+    eps: float | None = None,
+    steps: int = 20,
+    step_size: float | None = None,
+    restarts: int = 1,
+    random_start: bool = True,
+    bn_mode: str = "eval",
+    seed: int = 0,
+    autoattack: bool = False,
+    attacks: Sequence[str] = (),
+    batch_size: int = 500,
+    device: str | torch.device = "auto",
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Clean, FGSM, PGD-k (and further registered attacks, optionally AutoAttack) accuracy of a
+    checkpoint (a run directory means its ``best.pt``) on the first ``n_examples`` images of its
+    dataset's ``split`` (``test``, or ``val``: the run's own held-out split). ``eps`` defaults to the
+    dataset's. Returns the evaluation dict with the checkpoint, dataset, split, architecture and
+    environment recorded."""
+    from .adversarial.evaluation import evaluate
+    from .adversarial.protocol import EvalProtocol
+    from .core.environment import environment_info, resolve_device
+    from .data.registry import get_spec
+    from .data.splits import load_splits
+    from .models.checkpoints import load_model as load
+
+    path = Path(checkpoint)
+    path = RunPaths(path).best if path.is_dir() else path
+    dev = resolve_device(str(device))
+    model, ckpt = load(path, dev)
+    name = dataset or ckpt["arch"].get("dataset")
+    if name is None:
+        raise UserError(f"{path} does not name its dataset; pass --dataset")
+    spec = get_spec(name)
+    protocol = EvalProtocol(
+        eps=spec.default_eps if eps is None else eps, pgd_steps=steps, step_size=step_size,
+        restarts=restarts, random_start=random_start, bn_mode=bn_mode, seed=seed,
+        autoattack=autoattack, attacks=tuple(attacks),
+    )  # fmt: skip
+    val_size, data_seed = _split_of_run(path, split)
+    splits = load_splits(name, data_dir, val_size=val_size, data_seed=data_seed)
+    if spec.channels != ckpt["arch"]["in_channels"]:
+        raise UserError(
+            f"{path} expects {ckpt['arch']['in_channels']}-channel inputs but {name} has "
+            f"{spec.channels}; pass the right --dataset"
+        )
+    data = splits.test if split == "test" else splits.val
+    images, labels = data.images[:n_examples], data.labels[:n_examples]
+    result = evaluate(
+        model, images, labels, protocol, batch_size=batch_size, num_classes=spec.num_classes,
+        per_class=True, device=dev, progress=progress,
+    )  # fmt: skip
+    result.update(
+        checkpoint=str(path), dataset=name, split=split, arch=ckpt["arch"],
+        environment=environment_info(dev),
+    )  # fmt: skip
+    return result

@@ -1,0 +1,186 @@
+"""Results rows of a suite: one per finished run, with convergence numbers and the per-epoch curve,
+and the suite's results file (``report.results`` format) with the protocol, arms and wall times.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..core.config import non_default
+from ..report.results import write_results
+from ..training.hparams import train_attack_spec
+from .convergence import best_epoch, summarize
+from .plan import suite_protocol
+from .suites import Suite
+
+if TYPE_CHECKING:
+    from .runner import Outcome, SuiteRun
+
+
+CURVE_KEYS = (
+    "epoch",
+    "lr",
+    "train_loss",
+    "train_acc",
+    "val_clean",
+    "val_fgsm",
+    "val_pgd",
+    "train_seconds",
+    "cum_train_seconds",
+    "eval_seconds",
+    "overfit",
+)
+
+
+def _target(
+    suite: Suite, outcome: Outcome, by_arm_seed: Mapping[tuple[str, int], Outcome]
+) -> tuple[float | None, str | None]:
+    """(target accuracy, baseline arm name) for ``outcome``'s convergence numbers."""
+
+    arm = outcome.planned.arm
+    base = suite.baseline_of(arm)
+    base_name = base.name if base is not None else None
+    if suite.compare.target is not None:
+        return suite.compare.target, base_name
+    ref = outcome if base is None else by_arm_seed.get((base.name, outcome.planned.seed))
+    if ref is None:
+        return None, base_name
+    best = best_epoch(ref.result.metrics)
+    return (None if best is None else best[1] * suite.compare.target_fraction), base_name
+
+
+def build_rows(suite: Suite, outcomes: Sequence[Outcome], out: Path) -> list[dict[str, Any]]:
+    """One results row per finished run (results.REQUIRED_ROW_KEYS plus convergence and curve)."""
+
+    by_arm_seed = {(o.planned.arm.name, o.planned.seed): o for o in outcomes}
+    rows = []
+    for o in outcomes:
+        pr, res = o.planned, o.result
+        test = res.test or {}
+        best, final = test.get("best") or {}, test.get("final") or {}
+        target, baseline = _target(suite, o, by_arm_seed)
+        meta = o.ticket_meta or {}
+        find_train = float(meta.get("find_train_seconds", 0.0))
+        conv = summarize(res.metrics, target=target, find_seconds=find_train)
+        row: dict[str, Any] = {
+            "arm": pr.arm.name,
+            "label": pr.arm.label,
+            "kind": pr.arm.row_kind,
+            "source": "measured",
+            "seed": pr.seed,
+            "dataset": pr.run.data.dataset,
+            "model": pr.run.model.model,
+            "params": o.params[0],
+            "nonzero_params": o.params[1],
+            "sparsity": float(meta.get("sparsity", 0.0)),
+            "n": best.get("n"),
+            "clean_acc": best.get("clean_acc"),
+            "fgsm_acc": best.get("fgsm_acc"),
+            "pgd_acc": best.get("pgd_acc"),
+            "best_epoch": best.get("epoch"),
+            "final_clean_acc": final.get("clean_acc"),
+            "final_fgsm_acc": final.get("fgsm_acc"),
+            "final_pgd_acc": final.get("pgd_acc"),
+            "flags": sorted(set(best.get("flags", [])) | set(final.get("flags", []))),
+            "status": res.status,
+            "template": pr.arm.template,
+            "grid": {k: v for k, v in pr.arm.grid},
+            "baseline": baseline,
+            "control": pr.control,
+            "ticket_of": pr.arm.ticket_of,
+            "train_objective": pr.run.train.objective,
+            "epochs": len(res.metrics),
+            "train_seconds": res.train_seconds,
+            "run_seconds": sum(r["train_seconds"] + r["eval_seconds"] for r in res.metrics),
+            "find_train_seconds": find_train if o.ticket_meta else None,
+            "find_wall_seconds": meta.get("find_wall_seconds"),
+            "find_objective": meta.get("objective"),
+            "find_lr": meta.get("find_lr"),
+            "find_overfit": meta.get("catastrophic_overfitting"),
+            "convergence": conv,
+            "curve": [{k: r.get(k) for k in CURVE_KEYS} for r in res.metrics],
+            "run_dir": _rel(Path(res.run_dir), out),
+            "ticket_dir": None if o.ticket_dir is None else _rel(o.ticket_dir, out),
+        }
+        if pr.arm.note:
+            row["note"] = pr.arm.note
+        rows.append(row)
+    return rows
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _arm_records(suite: Suite, plan: Sequence[Any]) -> list[dict[str, Any]]:
+    """What the results file says about every arm: kind, relations, settings, training attack."""
+    arms = []
+    for arm in suite.arms:
+        first = next((p for p in plan if p.arm.name == arm.name), None)
+        if first is None:
+            continue
+        attack = train_attack_spec(first.run)
+        arms.append(
+            {
+                "name": arm.name,
+                "label": arm.label,
+                "kind": arm.kind,
+                "template": arm.template,
+                "grid": {k: v for k, v in arm.grid},
+                "ticket_of": arm.ticket_of,
+                "baseline": (b.name if (b := suite.baseline_of(arm)) else None),
+                "note": arm.note,
+                "run_settings": {
+                    k: v for k, v in non_default(first.run).items() if k != "train.seed"
+                },
+                "train_attack": None if attack is None else attack.protocol(),
+                "find_settings": None
+                if first.find is None
+                else {k: v for k, v in non_default(first.find).items() if k != "train.seed"},
+            }
+        )
+    return arms
+
+
+def write_suite_results(
+    run: SuiteRun, rows: list[dict[str, Any]], status: str, wall: float
+) -> None:
+    """Write ``<out>/results.json`` for the suite run so far (atomically, with a checksum)."""
+    suite, plan = run.suite, run.plan
+    finds: dict[str, dict[str, Any]] = {}
+    for o in run.outcomes:
+        if o.ticket_meta is not None:
+            finds[o.ticket_meta["hash"]] = o.ticket_meta
+    write_results(
+        run.paths.results,
+        suite=suite.name,
+        protocol=suite_protocol(suite.run, len(run.splits.test.labels)),
+        rows=rows,
+        environment=run.environment,
+        status=status,
+        description=suite.description,
+        suite_file=str(suite.path),
+        reference=list(suite.reference),
+        seeds=sorted({p.seed for p in plan}),
+        compare=dataclasses.asdict(suite.compare) | {"describe": suite.compare.describe()},
+        arms=_arm_records(suite, plan),
+        failed=[
+            {"arm": f.planned.arm.name, "seed": f.planned.seed, "stage": f.stage, "error": f.error}
+            for f in run.failures
+        ],
+        wall_seconds={
+            "this_invocation": wall,
+            "find_train_seconds": sum(m.get("find_train_seconds", 0.0) for m in finds.values()),
+            "find_wall_seconds": sum(m.get("find_wall_seconds", 0.0) for m in finds.values()),
+            "train_seconds": sum(r["train_seconds"] for r in rows),
+            "run_seconds": sum(r["run_seconds"] for r in rows),
+            "covers": "find_*: every ticket-finding run once; train/run_*: every tabulated "
+            "(re)training run (run = training + per-epoch held-out evaluation)",
+        },
+    )

@@ -1,0 +1,106 @@
+"""The ``boosting-tickets`` command line: one module per command group, loaded when asked for.
+
+Every command answers bad input with one line ``error: ...`` on stderr and exit status 2, a runtime
+failure (a diverged run, failed arms of a suite) with one line and exit 1, and an internal error
+with one line and exit 3 (set ``BOOSTING_TICKETS_DEBUG=1`` to see its traceback); never a
+traceback otherwise. ``--help``, every ``<command> --help`` and shell completion import no torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import sys
+from typing import Any
+
+import click
+
+from .. import __version__
+from ..core.errors import RunFailure, UserError
+
+DEBUG_ENV = "BOOSTING_TICKETS_DEBUG"
+#: command name -> "module:attribute" of its click command, imported on first use.
+COMMANDS = {
+    "train": "boosting_tickets.cli.train:train_command",
+    "evaluate": "boosting_tickets.cli.evaluate:evaluate_command",
+    "find-ticket": "boosting_tickets.cli.tickets:find_ticket_command",
+    "bench": "boosting_tickets.cli.bench:bench",
+    "tables": "boosting_tickets.cli.tables:tables_command",
+    "compare": "boosting_tickets.cli.compare:compare",
+    "doctor": "boosting_tickets.cli.doctor:doctor_command",
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands live in modules imported only when a command is needed."""
+
+    def __init__(self, *args: Any, lazy: dict[str, str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy:
+            module, attr = self.lazy[cmd_name].split(":")
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, cmd_name)
+
+
+def _echo_err(msg: str) -> None:
+    click.echo(f"error: {' '.join(msg.split())}", err=True)
+
+
+# click >= 8.2 raises this for a group called without a command; older clicks print help themselves.
+_NO_ARGS_IS_HELP = getattr(
+    click.exceptions, "NoArgsIsHelpError", getattr(click.exceptions, "NoArgsIsHelp", ())
+)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: run the group, map every failure to one line + exit code."""
+    try:
+        rv = cli.main(args=argv, prog_name="boosting-tickets", standalone_mode=False)
+    except UserError as exc:
+        _echo_err(str(exc))
+        sys.exit(2)
+    except RunFailure as exc:
+        _echo_err(str(exc))
+        sys.exit(1)
+    except _NO_ARGS_IS_HELP as exc:
+        click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+        sys.exit(2)
+    except click.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        _echo_err(exc.format_message() + hint)
+        sys.exit(2)
+    except click.ClickException as exc:
+        _echo_err(exc.format_message())
+        sys.exit(exc.exit_code or 1)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        _echo_err("interrupted; rerun the same command to resume")
+        sys.exit(128 + signal.SIGINT)
+    except Exception as exc:  # noqa: BLE001 - last line of defence: one line, not a traceback
+        if os.environ.get(DEBUG_ENV):
+            raise
+        detail = " ".join(str(exc).split())[:300]
+        _echo_err(
+            f"internal error ({type(exc).__name__}: {detail}); please report it, and rerun with "
+            f"{DEBUG_ENV}=1 to see the traceback"
+        )
+        sys.exit(3)
+    if isinstance(rv, int) and rv:
+        sys.exit(rv)
+
+
+@click.group(
+    cls=LazyGroup,
+    lazy=COMMANDS,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.version_option(__version__, prog_name="boosting-tickets")
+def cli() -> None:
+    """Boosting tickets: find sparse subnetworks that make PGD adversarial training faster,
+    benchmark them against dense baselines and RobustBench models, and tabulate the results."""

@@ -1,0 +1,97 @@
+"""``boosting-tickets evaluate``: clean / FGSM / PGD-k (and more) accuracy of a checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ..adversarial.registry import attack_names
+from ..adversarial.spec import BN_MODES
+from ..data.registry import dataset_names
+from .common import check_new_file, set_threads
+from .options import Fraction, Int, NameList, RegistryChoice, json_option, threads_option
+
+
+@click.command("evaluate", short_help="Clean, FGSM and PGD-k accuracy of a checkpoint or run.")
+@click.argument("checkpoint", type=click.Path())
+@click.option("--data-dir", type=click.Path(file_okay=False), default="data", show_default=True)
+@click.option(
+    "--dataset",
+    type=RegistryChoice(dataset_names, "dataset", "dataset"),
+    default=None,
+    help="Dataset [default: the checkpoint's].",
+)
+@click.option("--split", type=click.Choice(["test", "val"]), default="test", show_default=True,
+              help="test, or val: the held-out split of the run the checkpoint belongs to.")  # fmt: skip
+@click.option("--n-examples", type=Int(1), default=None, help="Evaluate the first N.")
+@click.option("--eps", type=Fraction(), default=None,
+              help="L∞ budget, e.g. 8/255 [default: the dataset's].")  # fmt: skip
+@click.option("--steps", type=Int(1), default=20, show_default=True, help="PGD steps.")
+@click.option("--step-size", type=Fraction(), default=None, help="PGD step [default: eps/4].")
+@click.option("--restarts", type=Int(1), default=1, show_default=True)
+@click.option("--random-start/--no-random-start", default=True, show_default=True)
+@click.option("--bn-mode", type=click.Choice(BN_MODES), default="eval", show_default=True,
+              help="BatchNorm mode while attacking and judging.")  # fmt: skip
+@click.option("--seed", type=Int(0), default=0, show_default=True,
+              help="Seed of the attacks' random starts.")  # fmt: skip
+@click.option(
+    "--attack",
+    "attacks",
+    type=NameList(attack_names, "attack", "attack"),
+    default=(),
+    help="Further registered attacks to measure, comma-separated (multi-step ones with --steps).",
+)
+@click.option("--autoattack", is_flag=True, help="Also run AutoAttack (standard, pyautoattack).")
+@click.option("--batch-size", type=Int(1), default=500, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--out", type=click.Path(), default=None,
+              help="JSON file for the result [default: print the protocol].")  # fmt: skip
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
+@threads_option
+@json_option
+def evaluate_command(
+    checkpoint: str,
+    out: str | None,
+    overwrite: bool,
+    threads: int | None,
+    as_json: bool,
+    **kw: object,
+) -> None:
+    """Clean, FGSM and PGD-k accuracy (optionally further registered attacks and AutoAttack) of
+    CHECKPOINT: a .pt file, or a run directory (its best.pt), on its dataset's test set or on the
+    run's own held-out split, with the full protocol recorded."""
+    from ..api import evaluate_checkpoint
+    from ..report.formats import fmt_cell, markdown_table
+
+    out_path = Path(out) if out else None
+    if out_path is not None:
+        check_new_file(out_path, overwrite)
+    set_threads(threads)
+    result = evaluate_checkpoint(checkpoint, progress=not as_json, **kw)  # type: ignore[arg-type]
+    for flag in result["flags"]:
+        click.echo(f"warning: {flag}", err=True)
+    if out_path is not None:
+        from ..core.storage import atomic_write_json
+
+        atomic_write_json(out_path, result, checksum=True)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    proto = result["protocol"]
+    cols = ["clean %", "FGSM %", f"PGD-{proto['pgd_steps']} %"]
+    vals = [result["clean_acc"], result["fgsm_acc"], result["pgd_acc"]]
+    for name, acc in (result.get("attacks") or {}).items():
+        cols.append(f"{name} %")
+        vals.append(acc)
+    if "autoattack_acc" in result:
+        cols.append("AutoAttack %")
+        vals.append(result["autoattack_acc"])
+    click.echo(
+        markdown_table(["n", *cols], [[result["n"], *(fmt_cell(v, pct=True) for v in vals)]])
+    )
+    if out_path is not None:
+        click.echo(f"wrote {out_path}")
+    else:
+        click.echo(json.dumps({k: result[k] for k in ("protocol", "flags")}, indent=2))

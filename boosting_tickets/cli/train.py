@@ -1,0 +1,88 @@
+"""``boosting-tickets train``: one training run (or a ticket's retraining) in a hashed directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..core.config import build_config
+from ..core.errors import UserError
+from ..tickets.controls import control_names
+from ..training.hparams import RunConfig
+from . import options as opt
+from .common import check_creatable, console_log, set_threads
+
+
+@opt.sectioned_command(
+    "train", "Train a model (natural, FGSM, PGD, TRADES...) or retrain a ticket, resumably."
+)
+@opt.config_file_option
+@opt.out_dir_option("runs", "Directory holding run directories (train_<hash>, retrain_<hash>).")
+@opt.dir_option("ticket", "Retrain this ticket directory (made by find-ticket).")
+@click.option(
+    "--control",
+    type=opt.RegistryChoice(control_names, "control", "control"),
+    default=None,
+    help="With --ticket: a control instead of the ticket, e.g. reinit (same mask, fresh init), "
+    "random-mask (mask shuffled within each layer) or random-mask-global (across layers).",
+)
+@opt.threads_option
+@opt.config_options(RunConfig)
+def train_command(
+    config_path: str | None,
+    out: str,
+    ticket: str | None,
+    control: str | None,
+    threads: int | None,
+    **kw: Any,
+) -> None:
+    """Train a model with the objective of --objective (natural, FGSM, FGSM-RS, PGD or TRADES by
+    default), resumably, in a directory named by the hash of the non-default settings; with
+    --ticket, retrain a ticket or one of its controls. Rerunning the same command resumes an
+    interrupted run and does no work for a finished one."""
+    from ..training.run import run_dir_for, train
+
+    cfg = build_config(RunConfig, config_path=config_path, cli_values=kw)
+    check_creatable(Path(out) / "run")
+    if control is not None and ticket is None:
+        raise UserError("--control needs --ticket DIR (a control is a branch of a ticket)")
+    set_threads(threads)
+    if ticket is not None:
+        from ..tickets.retrain import retrain_ticket
+
+        result = retrain_ticket(cfg, ticket, out=out, control=control, log=console_log)
+    else:
+        run_dir = run_dir_for(cfg, out)
+        click.echo(f"run directory: {run_dir}")
+        result = train(cfg, run_dir, log=console_log)
+    print_run_summary(result)
+
+
+def print_run_summary(result: Any) -> None:
+    """Status, directory and the best/final test accuracies of a run."""
+    from ..report.formats import fmt_cell, markdown_table
+
+    click.echo(f"status: {result.status}; run directory: {result.run_dir}")
+    if not result.test:
+        return
+    rows = [
+        [
+            name,
+            r.get("epoch") or len(result.metrics),
+            fmt_cell(r["clean_acc"], pct=True),
+            fmt_cell(r["fgsm_acc"], pct=True),
+            fmt_cell(r["pgd_acc"], pct=True),
+            r["n"],
+        ]
+        for name in ("best", "final")
+        if (r := result.test.get(name))
+    ]
+    proto = result.test["best"]["protocol"]
+    click.echo(
+        f"test set, eps {proto['eps']:.4g}, PGD-{proto['pgd_steps']} step "
+        f"{proto['step_size']:.4g}, BN {proto['bn_mode']}:"
+    )
+    headers = ["model", "epoch", "clean %", "FGSM %", f"PGD-{proto['pgd_steps']} %", "n"]
+    click.echo(markdown_table(headers, rows))

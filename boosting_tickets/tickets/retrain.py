@@ -1,0 +1,86 @@
+"""Retraining a ticket, or one of its controls, as a training run of its own.
+
+The run starts from the ticket's mask and θ_rewind (or what a control derives from them, see
+:mod:`.controls`) and lives in ``out/retrain_<hash>``, the hash covering the run settings, the
+ticket's hash, its mask digest and the control.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..core.errors import UserError
+from ..core.paths import RETRAIN_PREFIX
+from ..models.masks import Mask
+from ..models.registry import validate_model_name
+from ..training.hparams import RunConfig
+from ..training.run import RunResult, run_dir_for, train
+from .controls import controls
+from .ticket import Ticket, load_ticket
+
+Log = Callable[[str], None] | None
+
+
+def control_start(
+    ticket: Ticket, control: str | None, seed: int = 0
+) -> tuple[Mask, dict[str, torch.Tensor]]:
+    """The (mask, initial weights) a retraining run starts from.
+
+    ``None``: the ticket (its mask, θ_rewind); otherwise what the registered control derives from
+    the ticket and ``seed`` (see :mod:`.controls`). Initial weights are unmasked:
+    ``training.train`` applies the mask.
+    """
+    if control is None:
+        return ticket.mask, ticket.rewind_state
+    return controls().get(control).start(ticket, seed)
+
+
+def retrain_ticket(
+    cfg: RunConfig,
+    ticket: str | Path | Ticket,
+    *,
+    out: str | Path,
+    control: str | None = None,
+    log: Log = None,
+    splits: Any = None,
+) -> RunResult:
+    """Retrain a ticket (or a control) with ``cfg`` in ``out/retrain_<hash>``.
+
+    When ``cfg`` has warmup (``warmup_epochs`` > 0) but no ``warmup_lr``, the warmup starts at the
+    ticket's finding lr, as in the paper (warm up from the finding lr to the peak lr); give the dense
+    baseline ``--warmup-lr`` explicitly for the identical schedule. ``cfg.model.model`` must be the
+    ticket's architecture.
+    """
+    if control is not None:
+        controls().get(control)  # an unknown name fails before the ticket is read
+    t = ticket if isinstance(ticket, Ticket) else load_ticket(ticket)
+    say = log or (lambda msg: None)
+    found_with = t.arch["model"]
+    if validate_model_name(cfg.model.model) != found_with:
+        raise UserError(
+            f"ticket {t.dir} was found with {found_with} but --model is {cfg.model.model}; "
+            f"pass --model {found_with} (a mask only fits its architecture)"
+        )
+    if cfg.train.warmup_epochs > 0 and cfg.train.warmup_lr is None:
+        cfg = dataclasses.replace(
+            cfg, train=dataclasses.replace(cfg.train, warmup_lr=t.meta["find_lr"])
+        )
+        say(
+            f"warmup starts at the ticket's finding lr {t.meta['find_lr']:g}; pass --warmup-lr "
+            f"{t.meta['find_lr']:g} to the dense baseline for the identical schedule"
+        )
+    mask, init_state = control_start(t, control, cfg.train.seed)
+    extra = {"ticket": t.meta["hash"], "ticket_mask": t.mask.digest(), "control": control}
+    run_dir = run_dir_for(cfg, out, prefix=RETRAIN_PREFIX, extra=extra)
+    say(
+        f"run directory: {run_dir} (ticket {t.dir.name}, control {control or 'none'}, "
+        f"sparsity {mask.sparsity():.2%})"
+    )
+    return train(
+        cfg, run_dir, splits=splits, mask=mask, init_state=init_state, extra=extra, log=log
+    )

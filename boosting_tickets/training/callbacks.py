@@ -1,0 +1,381 @@
+"""The standard callbacks of a training run (see :mod:`.loop` for the hook points).
+
+In the order :func:`standard_callbacks` installs them, each epoch: held-out evaluation, the
+catastrophic-overfitting flag, the console line, best-checkpoint selection, the resume state
+(``last.pt``), ``metrics.json`` and TensorBoard; after every step the non-finite guard and the
+progress bar. Every file goes through the atomic writers of ``core.storage``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+
+from ..core.environment import environment_info
+from ..core.errors import RunFailure, UserError
+from ..core.paths import RunPaths
+from ..core.storage import atomic_torch_save, atomic_write_json, read_json
+from ..models.checkpoints import save_model
+from .hparams import RunConfig, eval_protocol, held_out_size, train_attack_spec
+from .loop import Callback, StepEnd, TrainState
+
+STATE_FORMAT = "boosting-tickets/train-state"
+Say = Callable[[str], None]
+
+
+class TrainingFailed(RunFailure):
+    """Training stopped on a non-finite loss or weights; the last good checkpoint is kept."""
+
+
+def detect_catastrophic_overfitting(
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    gap: float = 0.3,
+    ratio: float = 0.25,
+    collapse: float = 0.5,
+) -> bool:
+    """Catastrophic overfitting (Wong et al. 2020) at the last row of a metric history.
+
+    Fires when held-out PGD accuracy is far below FGSM accuracy (``fgsm - pgd >= gap`` and
+    ``pgd <= ratio * fgsm``: the seed's case, 89% FGSM vs 0.4% PGD-20), or when PGD accuracy
+    collapsed below ``collapse`` × its best earlier value while FGSM accuracy did not fall.
+    """
+    if not rows:
+        return False
+    last = rows[-1]
+    fgsm, pgd = last.get("val_fgsm"), last.get("val_pgd")
+    if fgsm is None or pgd is None:
+        return False
+    if fgsm - pgd >= gap and pgd <= ratio * fgsm:
+        return True
+    earlier = [r for r in rows[:-1] if r.get("val_pgd") is not None]
+    if earlier:
+        best = max(earlier, key=lambda r: r["val_pgd"])
+        if (
+            best["val_pgd"] >= 0.05
+            and pgd < collapse * best["val_pgd"]
+            and fgsm >= (best.get("val_fgsm") or 0.0) - 0.02
+        ):
+            return True
+    return False
+
+
+def write_metrics(
+    paths: RunPaths,
+    rows: list[dict[str, Any]],
+    status: str,
+    best: dict[str, Any] | None,
+    cfg: RunConfig,
+    device: Any,
+) -> None:
+    """``metrics.json``: status, per-epoch rows, best epoch, both protocols and the environment."""
+    atomic_write_json(
+        paths.metrics,
+        {
+            "schema": 1,
+            "status": status,
+            "epochs": rows,
+            "best": best,
+            "train_attack": (a.protocol() if (a := train_attack_spec(cfg)) else None),
+            "eval_protocol": eval_protocol(cfg).record(len(rows) and held_out_size(cfg)),
+            "environment": environment_info(device),
+        },
+        checksum=True,
+    )
+
+
+def epoch_line(row: Mapping[str, Any], epochs: int) -> str:
+    """The console line of one epoch."""
+    parts = [
+        f"epoch {row['epoch']}/{epochs}",
+        f"loss {row['train_loss']:.4f}",
+        f"train acc {row['train_acc']:.1%}",
+    ]
+    if "val_clean" in row:
+        parts.append(
+            f"held-out clean {row['val_clean']:.1%} FGSM {row['val_fgsm']:.1%} "
+            f"PGD {row['val_pgd']:.1%}"
+        )
+    parts.append(f"train {row['train_seconds']:.1f}s eval {row['eval_seconds']:.1f}s")
+    return " | ".join(parts)
+
+
+class NonFiniteGuard(Callback):
+    """Stop with :class:`TrainingFailed` as soon as the loss, a weight or a BN statistic is NaN/inf.
+
+    Non-finite values must never reach the held-out evaluation or a checkpoint: ``metrics.json``
+    is marked failed (epoch and step named) and the last good checkpoint is kept.
+    """
+
+    def __init__(self, paths: RunPaths, watched: Mapping[str, torch.Tensor]) -> None:
+        self.paths, self.watched = paths, dict(watched)
+
+    def on_step_end(self, state: TrainState, step: StepEnd) -> None:
+        if not torch.isfinite(step.loss):
+            self._fail(state, step, f"loss became {float(step.loss.item())}")
+        # A finite loss can still leave NaN/inf weights or BN statistics.
+        names = list(self.watched)
+        # The max-abs norm cannot overflow, so only a real NaN/inf entry makes it non-finite.
+        norms = torch._foreach_norm(list(self.watched.values()), float("inf"))
+        ok = torch.isfinite(torch.stack(norms)).cpu()
+        if not bool(ok.all()):
+            bad = names[int((~ok).nonzero()[0])]
+            self._fail(state, step, f"weights became non-finite (in '{bad}')")
+
+    def _fail(self, state: TrainState, step: StepEnd, problem: str) -> None:
+        reason = (
+            f"training diverged: {problem} at epoch {step.epoch + 1} step {step.index + 1} "
+            f"(lr {step.lr:.4g})"
+        )
+        metrics = self.paths.metrics
+        prev = read_json(metrics) if metrics.exists() else {}
+        atomic_write_json(
+            metrics,
+            {**prev, "status": "failed", "failure": reason, "epochs": state.rows},
+            checksum=True,
+        )
+        kept = f"epoch {len(state.rows)}" if state.rows else "the initial weights"
+        raise TrainingFailed(f"{reason}; the last good checkpoint ({kept}) is kept; lower --lr")
+
+
+class ProgressBar(Callback):
+    """A tqdm bar per epoch (hidden unless on a terminal, or when disabled)."""
+
+    def __init__(self, objective: str, enabled: bool) -> None:
+        self.objective, self.enabled = objective, enabled
+        self.bar: Any = None
+
+    def on_epoch_start(self, state: TrainState) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(
+            total=state.steps_per_epoch,
+            desc=f"epoch {state.epoch + 1}/{state.epochs} [{self.objective}]",
+            leave=False,
+            disable=None if self.enabled else True,
+        )
+
+    def on_step_end(self, state: TrainState, step: StepEnd) -> None:
+        self.bar.update(1)
+
+    def on_epoch_end(self, state: TrainState, row: dict[str, Any]) -> None:
+        self.bar.close()
+
+
+class HeldOutEval(Callback):
+    """Held-out clean / FGSM / PGD accuracy after every epoch (``val_*`` and ``eval_seconds``)."""
+
+    def __init__(self, images: Any, labels: Any, protocol: Any, *, batch_size: int, device: Any,
+                 progress: bool) -> None:  # fmt: skip
+        self.images, self.labels, self.protocol = images, labels, protocol
+        self.batch_size, self.device, self.progress = batch_size, device, progress
+
+    def on_epoch_end(self, state: TrainState, row: dict[str, Any]) -> None:
+        from ..adversarial.evaluation import evaluate
+
+        t0 = time.perf_counter()
+        if len(self.labels) > 0:
+            res = evaluate(
+                state.model,
+                self.images,
+                self.labels,
+                self.protocol,
+                batch_size=self.batch_size,
+                device=self.device,
+                progress=self.progress,
+                desc="held-out eval",
+            )
+            row.update(val_clean=res["clean_acc"], val_fgsm=res["fgsm_acc"], val_pgd=res["pgd_acc"])
+        row["eval_seconds"] = time.perf_counter() - t0
+
+
+class OverfitMonitor(Callback):
+    """Flag catastrophic overfitting of FGSM-type runs (``overfit``); optionally stop."""
+
+    def __init__(self, watch: bool, stop: bool) -> None:
+        self.watch, self.stop = watch, stop
+
+    def on_epoch_end(self, state: TrainState, row: dict[str, Any]) -> None:
+        row["overfit"] = self.watch and detect_catastrophic_overfitting(state.rows)
+        if row["overfit"] and self.stop:
+            state.stop = "stopped_overfit"
+
+
+class ConsoleLog(Callback):
+    """One line per epoch, plus the overfitting warning and the reason for stopping."""
+
+    def __init__(self, say: Say) -> None:
+        self.say = say
+
+    def on_epoch_end(self, state: TrainState, row: dict[str, Any]) -> None:
+        self.say(epoch_line(row, state.epochs))
+        if row.get("overfit"):
+            self.say(
+                f"catastrophic overfitting at epoch {row['epoch']}: held-out FGSM "
+                f"{row['val_fgsm']:.1%} vs PGD {row['val_pgd']:.1%}"
+            )
+        if state.stop == "stopped_overfit":
+            self.say("stopping: --stop-on-overfit is set")
+
+
+class BestCheckpoint(Callback):
+    """``best.pt``: the model with the best held-out ``key`` so far (never chosen on test data)."""
+
+    def __init__(self, paths: RunPaths, arch: Mapping[str, Any], key: str) -> None:
+        self.paths, self.arch, self.key = paths, arch, key
+
+    def on_epoch_end(self, state: TrainState, row: dict[str, Any]) -> None:
+        score = row.get(self.key)
+        if score is not None and (state.best is None or score > state.best["score"]):
+            state.best = {"epoch": row["epoch"], "metric": self.key, "score": score}
+            save_model(
+                self.paths.best, state.model, self.arch, epoch=row["epoch"], selected_by=self.key
+            )
+
+
+class StateCheckpoint(Callback):
+    """``last.pt``: everything a resume needs (weights, optimizer, RNG streams, rows, best)."""
+
+    def __init__(self, paths: RunPaths, run_hash: str, gens: Mapping[str, torch.Generator]) -> None:
+        self.paths, self.run_hash, self.gens = paths, run_hash, gens
+
+    def on_epoch_end(self, state: TrainState, row: dict[str, Any]) -> None:
+        atomic_torch_save(
+            {
+                "format": STATE_FORMAT,
+                "hash": self.run_hash,
+                "epoch": state.epoch,
+                "model": {k: v.detach().cpu() for k, v in state.model.state_dict().items()},
+                "optimizer": state.optimizer.state_dict(),
+                "rng": rng_state(self.gens),
+                "metrics": state.rows,
+                "best": state.best,
+            },
+            self.paths.last,
+        )
+
+
+class MetricsWriter(Callback):
+    """``metrics.json`` with status ``running`` after every epoch."""
+
+    def __init__(self, paths: RunPaths, cfg: RunConfig, device: Any) -> None:
+        self.paths, self.cfg, self.device = paths, cfg, device
+
+    def on_epoch_end(self, state: TrainState, row: dict[str, Any]) -> None:
+        write_metrics(self.paths, state.rows, "running", state.best, self.cfg, self.device)
+
+
+class TensorBoardLog(Callback):
+    """TensorBoard event files in ``<run>/tensorboard``: per-epoch train loss/accuracy, held-out
+    clean/FGSM/PGD, lr and wall times (tags ``train/*``, ``held_out/*``, ``lr``, ``seconds/*``),
+    and the run's settings (text ``hparams`` and the HParams plugin)."""
+
+    def __init__(self, paths: RunPaths, hparams: Mapping[str, Any]) -> None:
+        self.paths, self.hparams = paths, dict(hparams)
+        self.writer: Any = None
+
+    def on_run_start(self, state: TrainState) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        # purge_step drops events of epochs an interrupted run logged after its last checkpoint.
+        self.writer = SummaryWriter(str(self.paths.tensorboard), purge_step=state.epoch + 1)
+        if state.epoch == 0:
+            text = json.dumps(self.hparams, indent=2, sort_keys=True)
+            self.writer.add_text("hparams", f"```\n{text}\n```", 0)
+
+    def on_epoch_end(self, state: TrainState, row: dict[str, Any]) -> None:
+        tags = {
+            "train/loss": "train_loss",
+            "train/accuracy": "train_acc",
+            "held_out/clean": "val_clean",
+            "held_out/fgsm": "val_fgsm",
+            "held_out/pgd": "val_pgd",
+            "lr": "lr",
+            "seconds/train": "train_seconds",
+            "seconds/eval": "eval_seconds",
+        }
+        for tag, key in tags.items():
+            if row.get(key) is not None:
+                self.writer.add_scalar(tag, row[key], row["epoch"])
+        self.writer.flush()
+
+    def on_run_end(self, state: TrainState) -> None:
+        flat = {k: (v if isinstance(v, int | float | str | bool) else str(v))
+                for k, v in self.hparams.items()}  # fmt: skip
+        best = {"best/score": state.best["score"]} if state.best else {}
+        self.writer.add_hparams(flat, best or {"best/score": 0.0}, run_name=".")
+        self.writer.close()
+
+
+def tensorboard_enabled(setting_value: bool | None) -> bool:
+    """Whether to write TensorBoard events: the setting, or (None) whether tensorboard is installed."""
+    import importlib.util
+
+    installed = importlib.util.find_spec("tensorboard") is not None
+    if setting_value and not installed:
+        raise UserError(
+            "--tensorboard needs the tensorboard package; pip install tensorboard (or run "
+            "'make setup'), or pass --no-tensorboard"
+        )
+    return installed if setting_value is None else setting_value
+
+
+def rng_state(gens: Mapping[str, torch.Generator]) -> dict[str, torch.Tensor]:
+    """The states of the run's generators and of torch's global CPU (and CUDA) generators."""
+    state = {k: g.get_state() for k, g in gens.items()}
+    state["torch"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(gens: Mapping[str, torch.Generator], state: Mapping[str, torch.Tensor]) -> None:
+    """Restore what :func:`rng_state` saved."""
+    for k, g in gens.items():
+        g.set_state(state[k])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def standard_callbacks(
+    cfg: RunConfig,
+    paths: RunPaths,
+    *,
+    arch: Mapping[str, Any],
+    run_hash: str,
+    val: tuple[Any, Any],
+    gens: Mapping[str, torch.Generator],
+    watched: Mapping[str, torch.Tensor],
+    device: Any,
+    say: Say,
+    hparams: Mapping[str, Any],
+) -> list[Callback]:
+    """The callbacks every training run gets, in hook order (see the module docstring)."""
+    from .hparams import select_key
+
+    tc = cfg.train
+    out: list[Callback] = [
+        NonFiniteGuard(paths, watched),
+        ProgressBar(tc.objective, tc.progress),
+        HeldOutEval(
+            val[0],
+            val[1],
+            eval_protocol(cfg),
+            batch_size=cfg.eval.eval_batch_size,
+            device=device,
+            progress=tc.progress,
+        ),  # fmt: skip
+        OverfitMonitor(tc.objective in ("fgsm", "fgsm-rs"), tc.stop_on_overfit),
+        ConsoleLog(say),
+        BestCheckpoint(paths, arch, select_key(cfg)),
+        StateCheckpoint(paths, run_hash, gens),
+        MetricsWriter(paths, cfg, device),
+    ]
+    if tensorboard_enabled(tc.tensorboard):
+        out.append(TensorBoardLog(paths, hparams))
+    return out
