@@ -174,13 +174,16 @@ def check_files(root: Path) -> list[str]:
     JSON must parse, and a file carrying a SHA-256 must match it (results files must carry one);
     ``last.pt`` must be a training state, ``mask.pt`` a mask and every other ``.pt`` a finite model
     checkpoint, all loaded with weights_only=True. Temp files of interrupted writes are skipped:
-    no command opens them.
+    no command opens them; so are TensorBoard event files, append-only logs for people that no
+    command reads back (a killed run may leave a partial last record, which TensorBoard skips).
     """
     problems = []
     for p in sorted(root.rglob("*")):
         if p.is_dir() or is_temp_file(p):
             continue
         rel = p.relative_to(root).as_posix()
+        if p.parent.name == "tensorboard" and p.name.startswith("events.out.tfevents."):
+            continue
         try:
             if p.name == "results.json":
                 read_results(p)

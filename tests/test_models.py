@@ -313,3 +313,22 @@ def test_prunable_parameter_names_for_wrn() -> None:
     assert not any(".bn" in k or k.endswith("bias") for k in names)
     # 1 stem + 3 stages x 2 blocks x 2 convs + 3 shortcuts + fc
     assert len(names) == 1 + 12 + 3 + 1
+
+
+@pytest.mark.parametrize("name", ["wrn-10-1", "wrn-16-4", "wrn-34-10", *MODEL_NAMES])
+@pytest.mark.parametrize("shape", [(1, 28, 10), (3, 32, 10), (1, 16, 7), (3, 32, 100)])
+def test_analytic_flops_equal_torch_flop_counter(name: str, shape: tuple[int, int, int]) -> None:
+    # The cost model counts FLOPs without torch (so --dry-run needs none); torch's own counter
+    # on the meta device is the reference.
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from boosting_tickets.models.registry import forward_flops
+
+    channels, size, classes = shape
+    with torch.device("meta"):
+        net = build_model(name, num_classes=classes, in_channels=channels)
+        x = torch.empty(1, channels, size, size)
+    net.eval()
+    with FlopCounterMode(display=False) as counter:
+        net(x)
+    assert forward_flops(name, channels, size, classes) == counter.get_total_flops()

@@ -226,3 +226,17 @@ def test_cell_formats():
     assert fmt_interval(mean_ci([]), pct=True) == "–"
     assert latex_escape("a_b 5% & ± – #1 {x}") == r"a\_b 5\% \& $\pm$ -- \#1 \{x\}"
     assert csv_text(["a", "b"], [[None, 0.1234567891], [3, "x,y"]]) == 'a,b\n,0.123457\n3,"x,y"\n'
+
+
+def test_committed_results_are_what_tables_makes_of_the_raw_files(tmp_path, monkeypatch):
+    # results/ must stay true to the code: `boosting-tickets tables results/raw --out results`
+    # regenerates every committed table and the README byte for byte.
+    monkeypatch.chdir(REPO)
+    report = regenerate("results/raw", tmp_path)
+    for rel, data in sorted(report.files.items()):
+        committed = REPO / "results" / rel
+        assert committed.is_file(), f"results/{rel} is not committed"
+        if rel.endswith(".png"):
+            assert committed.read_bytes()[:8] == data[:8] == b"\x89PNG\r\n\x1a\n"
+        else:
+            assert committed.read_text() == data, f"results/{rel} differs from its regeneration"

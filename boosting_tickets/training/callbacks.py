@@ -306,8 +306,8 @@ class TensorBoardLog(Callback):
     def on_run_end(self, state: TrainState) -> None:
         flat = {k: (v if isinstance(v, int | float | str | bool) else str(v))
                 for k, v in self.hparams.items()}  # fmt: skip
-        best = {"best/score": state.best["score"]} if state.best else {}
-        self.writer.add_hparams(flat, best or {"best/score": 0.0}, run_name=".")
+        best = {f"best/{state.best['metric']}": state.best["score"]} if state.best else {}
+        self.writer.add_hparams(flat, best, run_name=".")
         self.writer.close()
 
 
