@@ -98,3 +98,26 @@ def test_help_completion_and_dry_run_import_no_heavy_package(tmp_path: Path) -> 
     )
     assert "plain,pgd" in report["complete"].replace("\n", ",")
     assert "total:" in report["plan"] and "estimated time" in report["plan"]
+
+
+def _commands(group, ctx, path=()):
+    for name in group.list_commands(ctx):
+        cmd = group.get_command(ctx, name)
+        if hasattr(cmd, "list_commands"):
+            yield from _commands(cmd, ctx, (*path, name))
+        else:
+            yield " ".join((*path, name)), cmd
+
+
+def test_every_option_has_help_and_every_command_a_whole_summary() -> None:
+    import click
+
+    from boosting_tickets.cli import cli
+
+    ctx = click.Context(cli)
+    for path, cmd in _commands(cli, ctx):
+        summary = cmd.get_short_help_str(limit=200)
+        assert summary and not summary.endswith(("...", "(Li et al.")), (path, summary)
+        for param in cmd.params:
+            if isinstance(param, click.Option):
+                assert param.help, f"{path} {param.opts[0]} has no help"

@@ -95,9 +95,14 @@ def list_cmd(as_json: bool) -> None:
     "to load with robustbench.load_model, or a new name for robustbench's plain architecture.",
 )
 @click.option(
-    "--dataset", type=click.Choice(tuple(ZOO_DATASETS)), default="cifar10", show_default=True
+    "--dataset",
+    type=click.Choice(tuple(ZOO_DATASETS)),
+    default="cifar10",
+    show_default=True,
+    help="RobustBench dataset the file is filed under.",
 )
-@click.option("--threat", type=click.Choice(ZOO_THREATS), default="Linf", show_default=True)
+@click.option("--threat", type=click.Choice(ZOO_THREATS), default="Linf", show_default=True,
+              help="RobustBench threat model the file is filed under.")  # fmt: skip
 @click.option("--overwrite", is_flag=True, help="Replace an existing exported file.")
 @opt.threads_option
 def export_cmd(

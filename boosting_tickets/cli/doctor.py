@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from .. import __version__
-from .options import json_option
+from .options import dir_option, json_option
 
 
 def registries() -> dict[str, list[str]]:
@@ -60,7 +60,7 @@ def _print(report: dict[str, Any], problems: list[str]) -> None:
 @click.command(
     "doctor", short_help="Versions, device, datasets, registries and robustbench's state."
 )
-@click.option("--data-dir", type=click.Path(file_okay=False), default="data", show_default=True)
+@dir_option("data-dir", "Directory holding the dataset files.", default="data")
 @json_option
 def doctor_command(data_dir: str, as_json: bool) -> None:
     """Report versions, device, the datasets found, every registry's names (plugins included) and

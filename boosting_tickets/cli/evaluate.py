@@ -11,12 +11,20 @@ from ..adversarial.registry import attack_names
 from ..adversarial.spec import BN_MODES
 from ..data.registry import dataset_names
 from .common import check_new_file, set_threads
-from .options import Fraction, Int, NameList, RegistryChoice, json_option, threads_option
+from .options import (
+    Fraction,
+    Int,
+    NameList,
+    RegistryChoice,
+    dir_option,
+    json_option,
+    threads_option,
+)
 
 
 @click.command("evaluate", short_help="Clean, FGSM and PGD-k accuracy of a checkpoint or run.")
 @click.argument("checkpoint", type=click.Path())
-@click.option("--data-dir", type=click.Path(file_okay=False), default="data", show_default=True)
+@dir_option("data-dir", "Directory holding the dataset files.", default="data")
 @click.option(
     "--dataset",
     type=RegistryChoice(dataset_names, "dataset", "dataset"),
@@ -30,8 +38,9 @@ from .options import Fraction, Int, NameList, RegistryChoice, json_option, threa
               help="L∞ budget, e.g. 8/255 [default: the dataset's].")  # fmt: skip
 @click.option("--steps", type=Int(1), default=20, show_default=True, help="PGD steps.")
 @click.option("--step-size", type=Fraction(), default=None, help="PGD step [default: eps/4].")
-@click.option("--restarts", type=Int(1), default=1, show_default=True)
-@click.option("--random-start/--no-random-start", default=True, show_default=True)
+@click.option("--restarts", type=Int(1), default=1, show_default=True, help="PGD restarts.")
+@click.option("--random-start/--no-random-start", default=True, show_default=True,
+              help="Start PGD at a uniform random point of the eps-ball.")  # fmt: skip
 @click.option("--bn-mode", type=click.Choice(BN_MODES), default="eval", show_default=True,
               help="BatchNorm mode while attacking and judging.")  # fmt: skip
 @click.option("--seed", type=Int(0), default=0, show_default=True,
@@ -44,7 +53,8 @@ from .options import Fraction, Int, NameList, RegistryChoice, json_option, threa
     help="Further registered attacks to measure, comma-separated (multi-step ones with --steps).",
 )
 @click.option("--autoattack", is_flag=True, help="Also run AutoAttack (standard, pyautoattack).")
-@click.option("--batch-size", type=Int(1), default=500, show_default=True)
+@click.option("--batch-size", type=Int(1), default=500, show_default=True,
+              help="Evaluation batch size.")  # fmt: skip
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--out", type=click.Path(), default=None,
               help="JSON file for the result [default: print the protocol].")  # fmt: skip

@@ -19,16 +19,25 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..core.config import parse_float
 from ..core.errors import UserError
 from ..core.registry import Registry, build_registry
 from . import files
 
-# The raw arrays a loader returns: train images, train labels, test images, test labels (uint8
-# (N, C, H, W) and int64 (N,) tensors) and a sentence saying where they were read from.
-Raw = tuple[Any, Any, Any, Any, str]
+
+
+class Raw(NamedTuple):
+    """What a loader returns: the official train and test files as uint8 (N, C, H, W) images and
+    int64 (N,) labels, and where they were read from (a plain 5-tuple in this order also works)."""
+
+    train_images: Any
+    train_labels: Any
+    test_images: Any
+    test_labels: Any
+    source: str
+
 Loader = Callable[["DatasetSpec", Path, bool], Raw]
 # (found, location or None, missing paths) for `doctor`; checks existence only.
 Locator = Callable[["DatasetSpec", Path], tuple[bool, str | None, list[str]]]

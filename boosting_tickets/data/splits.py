@@ -105,17 +105,20 @@ def _subset(images: torch.Tensor, labels: torch.Tensor, positions: np.ndarray) -
 
 
 def _validate_raw(spec: DatasetSpec, raw: Raw) -> None:
-    for split, images, labels in (("train", raw[0], raw[1]), ("test", raw[2], raw[3])):
+    for split, images, labels in (
+        ("train", raw.train_images, raw.train_labels),
+        ("test", raw.test_images, raw.test_labels),
+    ):
         if tuple(images.shape[1:]) != spec.image_shape or images.shape[0] != labels.shape[0]:
             raise UserError(
                 f"{spec.name}: {split} images have shape {tuple(images.shape)} with "
                 f"{labels.shape[0]} labels, expected (N, {spec.channels}, {spec.size}, "
-                f"{spec.size}); fix: delete the files in {raw[4]} and fetch them again"
+                f"{spec.size}); fix: delete the files in {raw.source} and fetch them again"
             )
         if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= spec.num_classes):
             raise UserError(
                 f"{spec.name}: {split} labels outside 0..{spec.num_classes - 1}; fix: delete "
-                f"the files in {raw[4]} and fetch them again"
+                f"the files in {raw.source} and fetch them again"
             )
 
 
@@ -163,7 +166,7 @@ def load_splits(
     # Check against the nominal sizes before touching files, so typos fail fast.
     _check_sizes(spec, spec.train_size, spec.test_size, train_subset, val_size, test_subset)
 
-    raw = spec.loader(spec, Path(data_dir), allow_download)
+    raw = Raw(*spec.loader(spec, Path(data_dir), allow_download))
     _validate_raw(spec, raw)
     train_x, train_y, test_x, test_y, source = raw
     n_train, n_test = int(train_y.shape[0]), int(test_y.shape[0])

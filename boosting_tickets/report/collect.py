@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..core.errors import UserError
 from .stats import Interval, mean_ci
@@ -165,7 +165,14 @@ def group_rows(docs: Sequence[ResultsDoc]) -> list[Group]:
     return groups
 
 
-def _arch_counts(model: str, dataset: str) -> tuple[int, int] | None:
+class ArchCounts(NamedTuple):
+    """Parameters of an architecture: all of them, and the prunable conv/linear weights."""
+
+    total: int
+    prunable: int
+
+
+def _arch_counts(model: str, dataset: str) -> ArchCounts | None:
     """(all parameters, prunable conv/linear weights) of ``model`` built for ``dataset``, on the
     meta device (no memory, no time); None if either is unknown here."""
     try:
@@ -181,7 +188,7 @@ def _arch_counts(model: str, dataset: str) -> tuple[int, int] | None:
     except (UserError, ImportError):
         return None
     total = sum(p.numel() for p in net.parameters())
-    return total, sum(p.numel() for p in prunable_parameters(net).values())
+    return ArchCounts(total, sum(p.numel() for p in prunable_parameters(net).values()))
 
 
 def reference_groups(groups: Sequence[Group]) -> tuple[list[Group], list[str]]:
@@ -207,8 +214,8 @@ def reference_groups(groups: Sequence[Group]) -> tuple[list[Group], list[str]]:
             counts = _arch_counts(table.model, table.dataset)
             for pr in table.rows:
                 # Non-zero count of a ticket: its sparsity applies to the conv/linear weights.
-                total = None if counts is None else counts[0]
-                nonzero = None if counts is None else counts[0] - round(pr.sparsity * counts[1])
+                total = None if counts is None else counts.total
+                nonzero = None if counts is None else total - round(pr.sparsity * counts.prunable)
                 row = {
                     "arm": pr.arm,
                     "label": pr.label,

@@ -260,9 +260,10 @@ def _run(
     n_val = min(cfg.eval.val_examples or len(splits.val.labels), len(splits.val.labels))
     watched = {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
     hparams = {"hash": record["hash"], **record["non_default"], **record["extra"]}
+    val = splits.val
     callbacks = standard_callbacks(
         cfg, paths, arch=arch, run_hash=record["hash"], gens=gens, watched=watched, device=device,
-        val=(splits.val.images[:n_val], splits.val.labels[:n_val]), say=say, hparams=hparams,
+        val_images=val.images[:n_val], val_labels=val.labels[:n_val], say=say, hparams=hparams,
     )  # fmt: skip
     fit(
         state,
