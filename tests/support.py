@@ -84,3 +84,17 @@ def cli_call(args: list[str], capsys) -> tuple[int, str, str]:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def tiny_suite(arms: str, description: str = "a tiny suite") -> str:
+    """A suite file of one seed on 64 synthetic images (WRN-10-1, one PGD-1 epoch, PGD-1
+    evaluation, tickets found by one natural epoch); ``arms`` holds its [[arms]] tables."""
+    return (
+        f'description = "{description}"\nseeds = [0]\n'
+        '[run.data]\ndataset = "synthetic"\ntrain_subset = 64\nval_size = 16\ntest_subset = 16\n'
+        "batch_size = 16\n"
+        '[run.model]\nmodel = "wrn-10-1"\n'
+        "[run.train]\nepochs = 1\ntrain_steps = 1\nprogress = false\n"
+        "[run.eval]\neval_steps = 1\n"
+        "[find.train]\nepochs = 1\n" + arms
+    )

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from support import small_config
+from support import small_config, tiny_suite
 
 from boosting_tickets.core.paths import RunPaths
 from boosting_tickets.core.storage import read_json, safe_torch_load
@@ -129,36 +129,12 @@ def test_criterion_plugin_finds_another_ticket(tmp_path: Path) -> None:
     assert snip.mask.digest() != mag.mask.digest()
 
 
-SUITE = """
-description = "a plugin control as an arm kind"
-seeds = [0]
-[run.data]
-dataset = "synthetic"
-train_subset = 64
-val_size = 16
-test_subset = 16
-batch_size = 16
-[run.model]
-model = "wrn-10-1"
-[run.train]
-epochs = 1
-train_steps = 1
-progress = false
-[run.eval]
-eval_steps = 1
-[find.train]
-epochs = 1
-[[arms]]
-name = "dense"
-kind = "dense"
-[[arms]]
-name = "ticket"
-kind = "ticket"
-[[arms]]
-name = "shuffled"
-kind = "shuffled-ticket"
-ticket_of = "ticket"
-"""
+SUITE = tiny_suite(
+    '[[arms]]\nname = "dense"\nkind = "dense"\n'
+    '[[arms]]\nname = "ticket"\nkind = "ticket"\n'
+    '[[arms]]\nname = "shuffled"\nkind = "shuffled-ticket"\nticket_of = "ticket"\n',
+    "a plugin control as an arm kind",
+)
 
 
 def test_control_plugin_is_an_arm_kind_of_suites(tmp_path: Path) -> None:
