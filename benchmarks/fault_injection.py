@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from boosting_tickets.core.claims import CLAIMS_DIR, read_holder
 from boosting_tickets.core.errors import UserError
 from boosting_tickets.core.paths import MASK, REWIND, TICKET_META
 from boosting_tickets.core.storage import FAULT_ENV, read_json, safe_torch_load
@@ -60,11 +61,12 @@ TRAIN_ARGS = (
     "--no-progress",
 )  # fmt: skip
 THREADS = 1  # torch threads of every child process
-CHECKSUMMED = frozenset({"metrics.json", "test_eval.json"})
+CHECKSUMMED = frozenset({"metrics.json", "test_eval.json", "attempts.json"})
 # Files of a run directory, in the order a run writes them.
 RUN_FILES = (
     "hparams.json",
     "init.pt",
+    "attempts.json",
     "best.pt",
     "last.pt",
     "metrics.json",
@@ -176,6 +178,8 @@ def check_files(root: Path) -> list[str]:
     checkpoint, all loaded with weights_only=True. Temp files of interrupted writes are skipped:
     no command opens them; so are TensorBoard event files, append-only logs for people that no
     command reads back (a killed run may leave a partial last record, which TensorBoard skips).
+    Claims (``.claims/``) a killed process held must be readable claims (or empty: killed while
+    creating one); the next process takes them over.
     """
     problems = []
     for p in sorted(root.rglob("*")):
@@ -183,6 +187,10 @@ def check_files(root: Path) -> list[str]:
             continue
         rel = p.relative_to(root).as_posix()
         if p.parent.name == "tensorboard" and p.name.startswith("events.out.tfevents."):
+            continue
+        if p.parent.name == CLAIMS_DIR:  # a killed holder's claim (taken over by the next run)
+            if p.name != ".lock" and p.stat().st_size and read_holder(p) is None:
+                problems.append(f"{rel}: not a claim")
             continue
         try:
             if p.name == "results.json":
@@ -338,7 +346,10 @@ class Scenario:
         """The directory to check: the run directory (train) or the output directory (bench)."""
         if self.is_bench:
             return out if out.exists() else None
-        return next(iter(sorted(out.iterdir())), None) if out.exists() else None
+        if not out.exists():
+            return None
+        # Dot-names are bookkeeping (.claims/ of a run a killed process held), not runs.
+        return next(iter(sorted(p for p in out.iterdir() if not p.name.startswith("."))), None)
 
     def problems(self, target: Path) -> tuple[list[str], list[str]]:
         """(corrupt files, broken invariants) of ``target``."""

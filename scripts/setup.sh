@@ -18,7 +18,7 @@ else
   # torch 2.14 needs setuptools>=77; robustbench imports pkg_resources, gone in setuptools 81.
   $pip install -q $C "setuptools>=77,<81" wheel
   $pip install -q $C torch==2.14.1 torchvision==0.29.1
-  $pip install -q $C numpy scipy click tqdm matplotlib tensorboard pytest pytest-timeout hypothesis ruff
+  $pip install -q $C numpy scipy click tqdm matplotlib tensorboard submitit pytest pytest-timeout hypothesis ruff
   # torchattacks ships a stale top-level robustbench: install it first, then robustbench over it.
   $pip install -q $C torchattacks==3.5.1
   $pip install -q $C robustbench==1.1.1 pyautoattack

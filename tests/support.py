@@ -98,3 +98,28 @@ def tiny_suite(arms: str, description: str = "a tiny suite") -> str:
         "[run.eval]\neval_steps = 1\n"
         "[find.train]\nepochs = 1\n" + arms
     )
+
+
+def ddp_reference_config(sync_bn: bool = False) -> RunConfig:
+    """The run ``tests/ddp_checks.py`` trains on 2 ranks and the DDP test on 1: PGD-2 training
+    without random start (so that ranks and batch splits cannot change the attack), 2 epochs of
+    4 steps of 16 images, evaluation with random starts."""
+    cfg = small_config(epochs=2, objective="pgd", train_random_start=False, sync_bn=sync_bn)
+    return dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, eval_steps=2))
+
+
+def ddp_reference_protocol():  # noqa: ANN201 - adversarial.EvalProtocol
+    """A protocol whose random streams decide points: one step of eps from a random start (so
+    where it starts matters), 2 restarts, FGSM too."""
+    from boosting_tickets.adversarial.protocol import EvalProtocol
+
+    return EvalProtocol(eps=0.1, pgd_steps=1, step_size=0.1, restarts=2, seed=3)
+
+
+def torchrun(*args: str, nproc: int = 2, env: dict | None = None, extra: tuple[str, ...] = ()):
+    """``python -m torch.distributed.run --standalone --nproc_per_node N ARGS`` (one thread per
+    rank); returns the CompletedProcess."""
+    full_env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1", **(env or {})}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc_per_node={nproc}", *extra, *args]  # fmt: skip
+    return subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=600)

@@ -182,7 +182,7 @@ def test_disk_full_mid_training_then_rerun_matches_an_uninterrupted_run(
     (run_dir,) = (tmp_path / "full").iterdir()
     names = sorted(p.name for p in run_dir.iterdir())
     # Nothing claims to be a finished epoch (tensorboard/ holds the settings, no epoch yet).
-    assert names == ["best.pt", "hparams.json", "init.pt", "tensorboard"]
+    assert names == ["attempts.json", "best.pt", "hparams.json", "init.pt", "tensorboard"]
     assert fi.check_files(run_dir) == []
 
     monkeypatch.undo()  # space freed

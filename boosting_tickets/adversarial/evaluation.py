@@ -3,6 +3,11 @@
 PGD accuracy (and that of any extra attack) uses the early-exit evaluator
 (:func:`evaluator.robust_correct`): a point counts as robust only if no iterate of any step or
 restart fooled the model, so it is never weaker than running every step on every point.
+
+With several ranks (``dist``, see ``core.distributed``) batch ``k`` is evaluated by rank
+``k % world``; the others advance the protocol's random stream exactly as evaluating it would
+(one draw of uniform noise per random start), and the per-point results are summed over the
+ranks, so every rank returns the single-process numbers, bit for bit.
 """
 
 from __future__ import annotations
@@ -13,17 +18,29 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..core.distributed import Distributed
 from ..core.errors import UserError
 from .attacks import perturb
 from .evaluator import robust_correct
 from .protocol import EvalProtocol
-from .steps import bn_mode
+from .spec import AttackSpec
+from .steps import bn_mode, uniform_noise
 
 
 def _as_float(images: torch.Tensor) -> torch.Tensor:
     if images.dtype == torch.uint8:
         return images.float().div_(255.0)
     return images.float()
+
+
+def _draws(spec: AttackSpec, single: bool) -> int | None:
+    """How many whole-batch noise draws ``spec`` takes from the stream per batch (None: unknown,
+    a plugin attack that is not L∞ steps)."""
+    if not spec.entry().linf_steps:
+        return None
+    if not spec.random_start:
+        return 0
+    return 1 if single else spec.restarts
 
 
 def _correct_masks(
@@ -34,6 +51,7 @@ def _correct_masks(
     batch_size: int,
     dev: torch.device,
     bar: Callable[[range], Any],
+    dist: Distributed,
 ) -> dict[str, torch.Tensor]:
     """Per-point correctness (N,) bool for 'clean', 'fgsm', 'pgd' and each extra attack."""
     n = int(labels.shape[0])
@@ -43,9 +61,18 @@ def _correct_masks(
     ok = {k: torch.zeros(n, dtype=torch.bool) for k in names}
     pgd_spec, fgsm_spec = protocol.pgd_spec(), protocol.fgsm_spec()
     extra = {a: protocol.attack_spec(a) for a in protocol.attacks}
+    draws = [_draws(pgd_spec, False), *(_draws(s, False) for s in extra.values())]
+    if protocol.fgsm:
+        draws.append(_draws(fgsm_spec, True))
+    world = dist.world if None not in draws else 1  # unknown streams: every rank does it all
+    eps = float(protocol.eps)
     with bn_mode(model, protocol.bn_mode):
-        for s in bar(range(0, n, batch_size)):
+        for k, s in enumerate(bar(range(0, n, batch_size))):
             x = _as_float(images[s : s + batch_size]).to(dev)
+            if k % world != dist.rank % world:
+                for _ in range(sum(d or 0 for d in draws)):
+                    uniform_noise(x, eps, gen)  # keep the stream where evaluating would leave it
+                continue
             y = labels[s : s + batch_size].to(dev)
             part = slice(s, s + len(y))
             with torch.no_grad():
@@ -57,6 +84,9 @@ def _correct_masks(
             ok["pgd"][part] = robust_correct(model, x, y, pgd_spec, generator=gen).cpu()
             for a, spec in extra.items():
                 ok[a][part] = robust_correct(model, x, y, spec, generator=gen).cpu()
+    if world > 1:
+        stacked = dist.sum_(torch.stack([ok[k] for k in names]).to(dev, torch.int32)).cpu()
+        ok = {k: stacked[i] > 0 for i, k in enumerate(names)}
     return ok
 
 
@@ -87,16 +117,21 @@ def evaluate(
     batch_size: int = 500,
     num_classes: int | None = None,
     per_class: bool = False,
+    per_point: bool = False,
     device: torch.device | str | None = None,
     progress: bool = False,
     desc: str = "eval",
+    dist: Distributed | None = None,
 ) -> dict[str, Any]:
     """Accuracy of ``model`` on ``images`` (N,C,H,W; uint8 or float in [0,1]) and ``labels`` (N,).
 
     Returns a JSON-ready dict: ``clean_acc``, ``fgsm_acc``, ``pgd_acc`` (fractions in [0,1]),
     ``attacks`` ({name: accuracy} for ``protocol.attacks``, when any), optionally
-    ``autoattack_acc`` and ``per_class``, the ``protocol`` and sanity ``flags``. The model's
-    train/eval mode is restored afterwards.
+    ``autoattack_acc``, ``per_class`` and ``per_point`` ({'clean', 'fgsm', 'pgd', each extra
+    attack: a list of N bools, for paired comparisons of models), the ``protocol`` and sanity
+    ``flags``. The model's
+    train/eval mode is restored afterwards. ``dist``: shard the batches over the ranks of a
+    process group (see the module docstring); every rank gets the full result.
     """
     from tqdm import tqdm
 
@@ -110,7 +145,8 @@ def evaluate(
     def bar(starts: range) -> Any:
         return tqdm(starts, desc=desc, leave=False, disable=None if progress else True)
 
-    ok = _correct_masks(model, images, labels, protocol, batch_size, dev, bar)
+    dist = dist or Distributed()
+    ok = _correct_masks(model, images, labels, protocol, batch_size, dev, bar, dist)
     out: dict[str, Any] = {
         "n": n,
         "clean_acc": ok["clean"].float().mean().item(),
@@ -120,18 +156,19 @@ def evaluate(
     if protocol.attacks:
         out["attacks"] = {a: ok[a].float().mean().item() for a in protocol.attacks}
     if protocol.autoattack:
-        out["autoattack_acc"] = autoattack_accuracy(
-            model,
-            images,
-            labels,
-            protocol.eps,
-            batch_size=batch_size,
-            device=dev,
-            seed=protocol.seed,
-        )
+        # AutoAttack runs on the primary; the others wait for its number.
+        aa = None
+        if dist.primary:
+            aa = autoattack_accuracy(
+                model, images, labels, protocol.eps, batch_size=batch_size, device=dev,
+                seed=protocol.seed,
+            )  # fmt: skip
+        out["autoattack_acc"] = dist.gather(aa)[0]
     if per_class:
         k = int(num_classes if num_classes is not None else int(labels.max().item()) + 1)
         out["per_class"] = _per_class(labels, ok, k, protocol.fgsm)
+    if per_point:
+        out["per_point"] = {k: v.tolist() for k, v in ok.items() if k != "fgsm" or protocol.fgsm}
     out["flags"] = sanity_flags(out)
     out["protocol"] = protocol.record(n)
     return out

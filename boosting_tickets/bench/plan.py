@@ -194,3 +194,24 @@ def format_plan(suite: Suite, plan: Sequence[PlannedRun]) -> str:
             *_published_times(suite, plan, lines),
         ]
     )
+
+
+def launch_estimate(plan: Sequence[PlannedRun], workers: int, gpus_per_worker: int) -> str:
+    """The suite's wall time on ``workers`` workers (:mod:`.schedule`): each with
+    ``gpus_per_worker`` V100-class GPUs (half the rate the paper's 2x V100 imply; several per
+    worker scale ideally, an upper bound on DDP), or one CPU thread each when 0."""
+    from .schedule import Task, describe, simulate
+
+    lines = cost_plan(plan)
+    if gpus_per_worker:
+        rate = paper_implied_rate() / 2 * gpus_per_worker
+        what = f"{gpus_per_worker} V100-class GPU(s)"
+    else:
+        rate, what = CPU_EFFECTIVE_FLOPS, "one CPU thread"
+    finds = {ln.run.find_key: ln.find["total"] for ln in lines if ln.find is not None}
+    tasks = [
+        Task(ln.retrain["total"] / rate, ln.run.find_key,
+             finds.get(ln.run.find_key, 0.0) / rate if ln.run.find_key else 0.0)
+        for ln in lines
+    ]  # fmt: skip
+    return "estimated wall time: " + describe(simulate(tasks, workers), workers, what)

@@ -17,7 +17,7 @@ from .plan import suite_protocol
 from .suites import Suite
 
 if TYPE_CHECKING:
-    from .runner import Outcome, SuiteRun
+    from .runner import Failure, Outcome, SuiteRun
 
 
 CURVE_KEYS = (
@@ -149,12 +149,22 @@ def _arm_records(suite: Suite, plan: Sequence[Any]) -> list[dict[str, Any]]:
 
 
 def write_suite_results(
-    run: SuiteRun, rows: list[dict[str, Any]], status: str, wall: float
+    run: SuiteRun,
+    rows: list[dict[str, Any]],
+    failures: Sequence[Failure],
+    running: Sequence[Mapping[str, Any]],
+    seeds: Sequence[int],
+    status: str,
+    wall: float,
 ) -> None:
-    """Write ``<out>/results.json`` for the suite run so far (atomically, with a checksum)."""
-    suite, plan = run.suite, run.plan
+    """Write ``<out>/results.json`` for the suite so far (atomically, with a checksum): the rows
+    of every finished run on disk, the failed ones, and those other workers are running."""
+    from .plan import plan_suite
+
+    suite = run.suite
+    plan = plan_suite(suite, seeds)
     finds: dict[str, dict[str, Any]] = {}
-    for o in run.outcomes:
+    for o in run.seen.values():
         if o.ticket_meta is not None:
             finds[o.ticket_meta["hash"]] = o.ticket_meta
     write_results(
@@ -167,13 +177,14 @@ def write_suite_results(
         description=suite.description,
         suite_file=str(suite.path),
         reference=list(suite.reference),
-        seeds=sorted({p.seed for p in plan}),
+        seeds=sorted(seeds),
         compare=dataclasses.asdict(suite.compare) | {"describe": suite.compare.describe()},
         arms=_arm_records(suite, plan),
         failed=[
             {"arm": f.planned.arm.name, "seed": f.planned.seed, "stage": f.stage, "error": f.error}
-            for f in run.failures
+            for f in failures
         ],
+        running=[dict(r) for r in running],
         wall_seconds={
             "this_invocation": wall,
             "find_train_seconds": sum(m.get("find_train_seconds", 0.0) for m in finds.values()),

@@ -10,7 +10,14 @@
 Every stage is idempotent and resumable (hashed directories, ``last.pt``), so rerunning a suite reuses
 finished runs and resumes an interrupted one. A run that fails (a diverged run or any other one-line
 error) is reported on the console and in the results file and never tabulated; the other runs go on.
-After every run ``<out>/results.json`` is rewritten (:mod:`.rows`).
+
+Any number of workers (``bench run`` processes here or on other machines sharing the filesystem)
+can work through one suite: each run and each ticket search is claimed while it trains
+(``core.claims``), a worker skips what another live worker holds and comes back to it, and a claim
+of a dead worker is taken over (the run resumes from its ``last.pt``). ``shard=(i, n)`` restricts a
+worker to every n-th planned run. After every run ``<out>/results.json`` is rebuilt, under its own
+claim, from every finished run on disk (:mod:`.on_disk`), for the seeds of this invocation and of
+the results file before it, with the runs other workers hold listed as running.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..core.claims import ClaimBusy, holding
 from ..core.errors import RUN_ERRORS, UserError
 from ..core.paths import SuitePaths
 from .plan import PlannedRun, plan_suite
@@ -28,6 +36,10 @@ from .suite_files import suite_dirs, suite_files
 from .suites import Suite, load_suite, split_settings
 
 Log = Callable[[str], None]
+#: Seconds between passes over the runs other workers hold.
+POLL_S = 2.0
+#: Seconds a worker waits for another one writing results.json.
+RESULTS_WAIT_S = 300.0
 
 
 @dataclass
@@ -53,12 +65,13 @@ class Failure:
 
 @dataclass
 class BenchReport:
-    """What ``run_suite`` did: results path, rows written, failures."""
+    """What ``run_suite`` did: results path, rows written, failures, runs other workers hold."""
 
     results_path: Path
     rows: list[dict[str, Any]]
     failures: list[Failure]
     wall_seconds: float
+    running: list[dict[str, Any]] = field(default_factory=list)
 
 
 def check_out_dir(out: Path, suite: Suite) -> None:
@@ -80,9 +93,21 @@ def _pct(v: float | None) -> str:
     return "–" if v is None else f"{100 * v:.1f}%"
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` with 0 <= i < n -> (i, n)."""
+    parts = text.split("/")
+    try:
+        i, n = (int(p) for p in parts)
+    except ValueError:
+        i, n = -1, 0
+    if len(parts) != 2 or not 0 <= i < n:
+        raise UserError(f"--shard {text!r} is not i/n with 0 <= i < n (e.g. 0/4 ... 3/4)")
+    return i, n
+
+
 @dataclass
 class SuiteRun:
-    """One invocation of ``run_suite``: what has been done and what failed so far."""
+    """One worker's pass over a suite: what it has done and what failed so far."""
 
     suite: Suite
     paths: SuitePaths
@@ -90,17 +115,56 @@ class SuiteRun:
     splits: Any
     say: Log
     environment: dict[str, Any]
+    seeds: list[int]
     t_start: float = field(default_factory=time.perf_counter)
-    outcomes: list[Outcome] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     tickets: dict[str, Any] = field(default_factory=dict)
     find_errors: dict[str, str] = field(default_factory=dict)
+    seen: dict[tuple[str, int], Outcome] = field(default_factory=dict)
+    running: list[dict[str, Any]] = field(default_factory=list)
+    primary: bool = True
 
-    def write(self, status: str) -> list[dict[str, Any]]:
+    def write(self) -> list[dict[str, Any]]:
+        """Rebuild results.json from the disk under its claim; returns its rows (under torchrun:
+        the primary writes, the other ranks return no rows)."""
+        if not self.primary:
+            return []
+        with holding(self.paths.results, "writing results.json", wait=RESULTS_WAIT_S):
+            return self._write()
+
+    def _write(self) -> list[dict[str, Any]]:
+        from .on_disk import outcome, run_state
         from .rows import build_rows, write_suite_results
 
-        rows = build_rows(self.suite, self.outcomes, self.paths.dir)
-        write_suite_results(self, rows, status, time.perf_counter() - self.t_start)
+        earlier = _previous_seeds(self.paths, self.suite)
+        seeds = [*self.seeds, *(x for x in earlier if x not in self.seeds)]
+        outcomes, running, failed = [], [], {}
+        for pr in plan_suite(self.suite, seeds):
+            key = (pr.arm.name, pr.seed)
+            if key in self.seen:  # finished runs stay finished
+                outcomes.append(self.seen[key])
+                continue
+            st = run_state(pr, self.paths)
+            if st.state == "finished":
+                self.seen[key] = outcome(pr, st.where)
+                outcomes.append(self.seen[key])
+            elif st.state == "running" and st.holder is not None:
+                running.append({"arm": pr.arm.name, "seed": pr.seed, "stage": st.stage,
+                                "holder": st.holder.describe()})  # fmt: skip
+            elif st.state == "failed":
+                failed[(pr.arm.name, pr.seed)] = Failure(pr, st.stage or "train", st.error or "")
+        for f in self.failures:  # this worker's (also those that left no metrics.json)
+            failed.setdefault((f.planned.arm.name, f.planned.seed), f)
+        done = {(o.planned.arm.name, o.planned.seed) for o in outcomes}
+        failures = [f for k, f in failed.items() if k not in done]
+        pending = len(plan_suite(self.suite, seeds)) - len(outcomes) - len(failures)
+        status = "running" if pending else "complete"
+        if status == "complete" and failures:
+            status = "complete-with-failures"
+        self.running = running
+        rows = build_rows(self.suite, outcomes, self.paths.dir)
+        write_suite_results(self, rows, failures, running, seeds, status,
+                            time.perf_counter() - self.t_start)  # fmt: skip
         return rows
 
     def ticket_for(self, pr: PlannedRun, head: str) -> Any:
@@ -119,6 +183,8 @@ class SuiteRun:
                 self.tickets[key] = find_ticket(
                     pr.find, self.paths.tickets, log=self.say, splits=self.splits
                 )
+            except ClaimBusy:
+                raise
             except RUN_ERRORS as exc:
                 self.find_errors[key] = str(exc)
                 raise
@@ -143,34 +209,44 @@ class SuiteRun:
             splits=self.splits,
         )
 
-    def run_one(self, i: int, pr: PlannedRun) -> None:
+    def run_one(self, i: int, pr: PlannedRun) -> bool:
+        """Run (or reuse) ``pr``; False when another live worker holds it (or its ticket)."""
         head = f"[{i}/{len(self.plan)}] {pr.title}"
         stage = "find"
         try:
             ticket = self.ticket_for(pr, head)
             stage = "train"
             result = self.train(pr, ticket, head)
+        except ClaimBusy as exc:
+            self.say(f"{head}: held by {exc.holder.describe()}; moving on")
+            return False
         except RUN_ERRORS as exc:
             self.failures.append(Failure(pr, stage, str(exc)))
             self.say(f"{head}: FAILED ({stage}): {exc}")
-            return
-        self.outcomes.append(
-            Outcome(
-                pr,
-                result,
-                None if ticket is None else dict(ticket.meta),
-                None if ticket is None else Path(ticket.dir),
-                _params(Path(result.run_dir)),
-            )
-        )
+            return True
         test = (result.test or {}).get("best") or {}
         self.say(
             f"{head}: {result.status}; best test clean {_pct(test.get('clean_acc'))}, "
             f"PGD {_pct(test.get('pgd_acc'))}; {result.train_seconds:.0f} s training"
         )
+        return True
 
 
-def _params(run_dir: Path) -> tuple[int, int]:
+def _previous_seeds(paths: SuitePaths, suite: Suite) -> list[int]:
+    """The seeds of the results file already there (so that a run with fewer seeds keeps rows)."""
+    if not paths.results.exists():
+        return []
+    from ..report.results import read_results
+
+    doc = read_results(paths.results)
+    seeds = doc.get("seeds") if doc.get("suite") == suite.name else None
+    if not isinstance(seeds, list) or not all(isinstance(x, int) for x in seeds):
+        return []
+    return seeds
+
+
+def run_params(run_dir: Path) -> tuple[int, int]:
+    """(parameters, non-zero parameters) of a run's best model."""
     from ..core.paths import RunPaths
     from ..models.checkpoints import load_model
     from ..models.layers import count_parameters
@@ -202,39 +278,72 @@ def run_suite(
     log: Log | None = None,
     progress: bool | None = None,
     splits: Any = None,
+    shard: tuple[int, int] | None = None,
+    poll: float = POLL_S,
 ) -> BenchReport:
     """Run (or reuse, or resume) every planned run of ``suite`` under ``out``; write results.json.
 
     ``progress``: show the suite's progress bar (None: only on a terminal). ``splits`` replaces
-    loading the suite's data (e.g. a split already in memory).
+    loading the suite's data (e.g. a split already in memory). ``shard=(i, n)``: only every n-th
+    planned run, from the i-th. Runs other live workers hold are skipped and retried every
+    ``poll`` seconds until they are finished (by whoever holds them) or taken over.
     """
     from tqdm import tqdm
 
+    from ..core.distributed import current
     from ..core.environment import environment_info, resolve_device
 
     out = Path(out)
+    primary = current().primary  # under torchrun the ranks run the suite together
+    if not primary:
+        log, progress = None, False
     check_out_dir(out, suite)
     plan = plan_suite(suite, seeds)
     t_start = time.perf_counter()
     splits = _load_split(suite) if splits is None else splits
     environment = environment_info(resolve_device(suite.run.train.device))
-    state = SuiteRun(suite, SuitePaths(out), plan, splits, log or (lambda msg: None), environment)
-    state.t_start = t_start
-    bar = tqdm(
-        total=len(plan),
-        desc=f"bench {suite.name}",
-        unit="run",
-        disable=None if progress is None else not progress,
-    )
+    chosen = list(dict.fromkeys(p.seed for p in plan))
+    state = SuiteRun(suite, SuitePaths(out), plan, splits, log or (lambda msg: None), environment,
+                     chosen, t_start, primary=primary)  # fmt: skip
+    mine = [
+        (i, pr) for i, pr in enumerate(plan, 1) if shard is None or (i - 1) % shard[1] == shard[0]
+    ]
+    bar = tqdm(total=len(mine), desc=f"bench {suite.name}", unit="run",
+               disable=None if progress is None else not progress)  # fmt: skip
     try:
-        for i, pr in enumerate(plan, 1):
-            state.run_one(i, pr)
-            state.write("running")
-            bar.update(1)
+        while mine:
+            held = []
+            for i, pr in mine:
+                if state.run_one(i, pr):
+                    bar.update(1)
+                    state.write()
+                else:
+                    held.append((i, pr))
+            if len(held) == len(mine):
+                time.sleep(poll)  # everything left is held by other workers
+            mine = held
     finally:
         bar.close()
-    rows = state.write("complete" if not state.failures else "complete-with-failures")
-    return BenchReport(state.paths.results, rows, state.failures, time.perf_counter() - t_start)
+    rows = state.write()
+    report = BenchReport(
+        state.paths.results, rows, [], time.perf_counter() - t_start, state.running
+    )
+    report.failures = _report_failures(state)
+    return report
+
+
+def _report_failures(state: SuiteRun) -> list[Failure]:
+    """The failed runs of the suite as the results file lists them."""
+    from ..report.results import read_results
+
+    doc = read_results(state.paths.results)
+    by_key = {(pr.arm.name, pr.seed): pr for pr in plan_suite(state.suite, doc.get("seeds"))}
+    out = []
+    for f in doc.get("failed", []):
+        pr = by_key.get((f["arm"], f["seed"]))
+        if pr is not None:
+            out.append(Failure(pr, f["stage"], f["error"]))
+    return out
 
 
 def list_suites(directory: Path | Sequence[Path] | None = None) -> list[dict[str, Any]]:

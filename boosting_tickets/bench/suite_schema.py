@@ -17,6 +17,7 @@ TOP_KEYS = (
     "compare",
     "arms",
     "sweep",
+    "launch",
 )
 ARM_KEYS = ("name", "kind", "label", "note", "ticket_of", "published", "run", "find")
 COMPARE_KEYS = ("baseline", "target", "target_fraction")

@@ -36,6 +36,12 @@ a suite directory (:mod:`.suite_files`)::
     arms = ["ticket-natural", "reinit"]
     grid = { "find.prune.sparsity" = [0.5, 0.8, 0.9] }
 
+    [launch]                       # optional: how `bench run` starts workers (bench.launch)
+    launcher = "slurm"
+    workers = 8
+    slurm_partition = "gpu"
+    gpus_per_run = 1
+
 Expansion gives ``arms x seeds`` planned runs. Run directories are named by the hash of each run's
 non-default settings (config.config_hash), so renaming an arm, editing a description or spelling out
 a setting at its default value never changes which runs are reused. Every problem is a one-line
@@ -47,7 +53,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +63,7 @@ from ..report.published import published_tables
 from ..tickets.config import FindConfig
 from ..training.hparams import DataConfig, RunConfig
 from .arms import ArmKind, arm_kinds, control_kinds
+from .launch import LaunchConfig
 from .suite_files import resolve_suite_path
 from .suite_schema import (
     ARM_KEYS,
@@ -146,6 +153,7 @@ class Suite:
     compare: Compare
     arms: tuple[Arm, ...]
     sweep: Mapping[str, Any]
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
 
     def arm(self, name: str) -> Arm:
         for a in self.arms:
@@ -368,6 +376,10 @@ def parse_suite(doc: Mapping[str, Any], *, name: str, path: Path | None = None) 
     by_name = {a.name: a for a in templates}
     compare = _compare(table(doc.get("compare", {}), f"{where} [compare]"), where, by_name)
     sweep = table(doc.get("sweep", {}), f"{where} [sweep]")
+    launch = from_dict(
+        LaunchConfig, table(doc.get("launch", {}), f"{where} [launch]"), source=f"{where} [launch]"
+    )
+    check_ranges(launch)
     suite = Suite(
         name=name,
         path=path if path is not None else Path(f"{name}.toml"),
@@ -380,6 +392,7 @@ def parse_suite(doc: Mapping[str, Any], *, name: str, path: Path | None = None) 
         compare=compare,
         arms=tuple(expand(templates, sweep, where)),
         sweep=sweep,
+        launch=launch,
     )
     # Build every arm's configs once (seed 0 stands for all seeds) so bad values fail now, with
     # the arm named, not hours into the suite.

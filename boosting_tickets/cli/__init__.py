@@ -50,7 +50,22 @@ class LazyGroup(click.Group):
 
 
 def _echo_err(msg: str) -> None:
-    click.echo(f"error: {' '.join(msg.split())}", err=True)
+    # Under torchrun every rank may fail alike: name the rank of all but the first.
+    rank = os.environ.get("RANK", "0") if int(os.environ.get("WORLD_SIZE", "1")) > 1 else "0"
+    where = "" if rank == "0" else f"[rank {rank}] "
+    click.echo(f"error: {where}{' '.join(msg.split())}", err=True)
+
+
+def _lost_peer(exc: BaseException) -> bool:
+    """A collective failed because another rank of this torchrun group died."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or "torch.distributed" not in sys.modules:
+        return False
+    import torch.distributed as dist
+
+    text = str(exc)
+    return isinstance(exc, dist.DistError) or (
+        isinstance(exc, RuntimeError) and any(k in text for k in ("gloo", "NCCL", "Connection"))
+    )
 
 
 # click >= 8.2 raises this for a group called without a command; older clicks print help themselves.
@@ -62,7 +77,10 @@ _NO_ARGS_IS_HELP = getattr(
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the group, map every failure to one line + exit code."""
     try:
-        rv = cli.main(args=argv, prog_name="boosting-tickets", standalone_mode=False)
+        args = list(sys.argv[1:] if argv is None else argv)
+        rv = cli.main(
+            args=args, prog_name="boosting-tickets", standalone_mode=False, obj={"argv": args}
+        )
     except UserError as exc:
         _echo_err(str(exc))
         sys.exit(2)
@@ -85,6 +103,12 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # noqa: BLE001 - last line of defence: one line, not a traceback
         if os.environ.get(DEBUG_ENV):
             raise
+        if _lost_peer(exc):
+            _echo_err(
+                f"lost contact with another rank ({' '.join(str(exc).split())[:200]}); under "
+                "torchrun --max-restarts the group restarts from the last finished epoch"
+            )
+            sys.exit(1)
         detail = " ".join(str(exc).split())[:300]
         _echo_err(
             f"internal error ({type(exc).__name__}: {detail}); please report it, and rerun with "

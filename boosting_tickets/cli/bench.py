@@ -8,13 +8,16 @@ into arms x seeds, reuses finished runs, resumes interrupted ones and writes ``<
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 
+from ..bench.launch import LaunchConfig, worker_argv
 from ..core.errors import RunFailure, UserError
-from .common import console_log, set_threads
-from .options import Int, dir_option, out_dir_option, threads_option
+from .common import check_creatable, console_log, set_threads
+from .options import Int, config_options, dir_option, nproc_option, out_dir_option, threads_option
 
 _SUITE_DIR = click.option(
     "--suite-dir",
@@ -48,6 +51,15 @@ def bench() -> None:
     "--device", type=str, default=None, help="torch device: auto, cpu, cuda[:N] [default: auto]."
 )
 @threads_option
+@click.option(
+    "--shard",
+    type=str,
+    default=None,
+    help="i/n: this worker takes only every n-th planned run, from the i-th (a static split; "
+    "without it, workers share the runs through claims).",
+)
+@nproc_option
+@config_options(LaunchConfig)
 def run_command(
     suite: str,
     suite_dirs: tuple[str, ...],
@@ -57,41 +69,117 @@ def run_command(
     data_dir: str | None,
     device: str | None,
     threads: int | None,
+    shard: str | None,
+    nproc: int | None,
+    **launch_flags: Any,
 ) -> None:
     """Run SUITE (a packaged suite, one in --suite-dir, or a path to a .toml): every arm x seed,
     reusing finished runs by their hash and resuming interrupted ones; writes <out>/results.json.
-    With --dry-run, print the plan and its cost estimate and run nothing."""
+
+    Any number of these commands (here, or on machines sharing the output directory) work through
+    one suite together, each claiming the runs it trains; --launcher local|slurm starts such
+    workers for you. With --dry-run, print the plan and its cost estimate and run nothing."""
     from ..bench.plan import format_plan, plan_suite
+    from ..bench.runner import parse_shard
+
+    s = _suite(suite, suite_dirs, data_dir, device)
+    launch = _launch_config(s, launch_flags)
+    chosen = s.seeds_for(seeds)
+    static = parse_shard(shard) if shard is not None else None
+    if static is not None and launch.launcher != "here":
+        raise UserError(
+            "--shard splits the runs among workers you start yourself; with --launcher the "
+            "workers share the runs through claims, so drop --shard"
+        )
+    if dry_run:
+        plan = plan_suite(s, chosen)
+        click.echo(format_plan(s, plan))
+        if launch.launcher != "here":
+            click.echo(_launch_summary(s, launch, plan))
+        return
+    out_dir = Path(out) if out is not None else Path("runs") / "bench" / s.name
+    check_creatable(out_dir / "results.json")
+    argv = worker_argv(
+        suite, suite_dirs=suite_dirs, seeds=seeds, out=str(out_dir), data_dir=data_dir,
+        device=device, threads=threads or 1, nproc=nproc or 1,
+    )  # fmt: skip
+    if launch.launcher == "local":
+        _run_local(s, launch, argv, out_dir, nproc)
+    elif launch.launcher in ("slurm", "submitit-local"):
+        _run_array(s, launch, argv, out_dir, nproc)
+    else:
+        _run_here(s, chosen, out_dir, threads, static, nproc)
+
+
+def _suite(suite: str, suite_dirs: Sequence[str], data_dir: str | None, device: str | None) -> Any:
+    """The suite, with --data-dir and --device applied."""
     from ..bench.suite_files import suite_dirs as search_dirs
     from ..bench.suites import load_suite
 
     s = load_suite(suite, search_dirs(suite_dirs))
-    if data_dir is not None or device is not None:
-        data = (
-            s.run.data if data_dir is None else dataclasses.replace(s.run.data, data_dir=data_dir)
-        )
-        train = s.run.train if device is None else dataclasses.replace(s.run.train, device=device)
-        s = dataclasses.replace(s, run=dataclasses.replace(s.run, data=data, train=train))
-    chosen = s.seeds_for(seeds)
-    if dry_run:
-        click.echo(format_plan(s, plan_suite(s, chosen)))
-        return
-    out_dir = Path(out) if out is not None else Path("runs") / "bench" / s.name
-    set_threads(threads)
-    if s.device == "gpu":
-        import torch
+    if data_dir is None and device is None:
+        return s
+    data = s.run.data if data_dir is None else dataclasses.replace(s.run.data, data_dir=data_dir)
+    train = s.run.train if device is None else dataclasses.replace(s.run.train, device=device)
+    return dataclasses.replace(s, run=dataclasses.replace(s.run, data=data, train=train))
 
-        if not torch.cuda.is_available():
-            click.echo(
-                f"warning: suite {s.name} is GPU-sized and no GPU is visible; see "
-                f"'boosting-tickets bench run {suite} --dry-run' for its cost",
-                err=True,
-            )
-    click.echo(f"suite {s.name}: {len(s.arms)} arms x {len(chosen)} seeds -> {out_dir}")
+
+def _launch_config(s: Any, flags: dict[str, Any]) -> LaunchConfig:
+    """The suite's [launch] table, overridden by the flags given."""
+    from ..core.config import apply_flat, check_ranges
+
+    launch = apply_flat(s.launch, {k: v for k, v in flags.items() if v is not None})
+    check_ranges(launch)
+    return launch
+
+
+def _launch_summary(s: Any, launch: LaunchConfig, plan: Any) -> str:
+    """What --launcher would start, and the cost model's wall time for it."""
+    from ..bench.launch import slurm_parameters
+    from ..bench.plan import launch_estimate
+
+    estimate = launch_estimate(plan, launch.workers, launch.gpus_per_run)
+    if launch.launcher == "local":
+        return f"launch: {launch.workers} local worker process(es)\n{estimate}"
+    params = slurm_parameters(launch, f"bench-{s.name}")
+    text = ", ".join(f"{k}={v}" for k, v in params.items())
+    return (
+        f"launch: a {launch.launcher} job array of {launch.workers} worker(s): {text}\n{estimate}"
+    )
+
+
+def _batches(s: Any, seeds: Any) -> list[int]:
+    """Every global batch size the suite trains with (dense, retraining and finding runs)."""
+    from ..bench.plan import plan_suite
+
+    plan = plan_suite(s, seeds)
+    sizes = {p.run.data.batch_size for p in plan}
+    sizes |= {p.find.data.batch_size for p in plan if p.find is not None}
+    return sorted(sizes)
+
+
+def _run_here(
+    s: Any, chosen: Any, out_dir: Path, threads: int | None, shard: Any, nproc: int | None
+) -> None:
+    """This process is one worker (or, with --nproc, one DDP group of ranks)."""
     from ..bench.runner import run_suite
+    from .torchrun import joined, relaunch
 
-    report = run_suite(s, out=out_dir, seeds=chosen, log=console_log)
-    _print_report(report)
+    if nproc is not None and nproc > 1:
+        relaunch(nproc, s.run.train.device, _batches(s, chosen))
+    set_threads(threads)
+    with joined(s.run.train.device) as dist:
+        if dist.primary:
+            _warn_gpu_sized(s)
+            click.echo(f"suite {s.name}: {len(s.arms)} arms x {len(chosen)} seeds -> {out_dir}")
+        report = run_suite(s, out=out_dir, seeds=chosen, log=console_log, shard=shard)
+        if dist.primary:
+            failed = [
+                {"arm": f.planned.arm.name, "seed": f.planned.seed, "stage": f.stage,
+                 "error": f.error} for f in report.failures
+            ]  # fmt: skip
+            _print_report(report.rows, failed, report.running, report.results_path,
+                          report.wall_seconds)  # fmt: skip
     if report.failures:
         raise RunFailure(
             f"{len(report.failures)} run(s) failed (listed above and under 'failed' in "
@@ -99,43 +187,105 @@ def run_command(
         )
 
 
-def _print_report(report) -> None:  # noqa: ANN001 - bench.BenchReport, imported lazily
+def _warn_gpu_sized(s: Any) -> None:
+    if s.device != "gpu":
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        click.echo(
+            f"warning: suite {s.name} is GPU-sized and no GPU is visible; see "
+            f"'boosting-tickets bench run {s.name} --dry-run' for its cost",
+            err=True,
+        )
+
+
+def _run_local(
+    s: Any, launch: LaunchConfig, argv: list[str], out_dir: Path, nproc: int | None
+) -> None:
+    """--launcher local: --workers processes here (each with its own GPUs when
+    --gpus-per-run is set), then the results they wrote."""
+    from ..bench.launch import gpu_groups, run_local_workers
+
+    gpus = None
+    if launch.gpus_per_run:
+        import torch
+
+        gpus = gpu_groups(launch.workers, launch.gpus_per_run, torch.cuda.device_count())
+        if launch.gpus_per_run > 1 and nproc is None:
+            argv = [*argv, "--nproc", str(launch.gpus_per_run)]
+    click.echo(f"suite {s.name}: {launch.workers} local workers -> {out_dir}")
+    codes = run_local_workers(argv, launch.workers, gpus)
+    problems = [f"worker {k} exited with status {c}" for k, c in enumerate(codes) if c]
+    _report_from_file(out_dir, problems)
+
+
+def _run_array(
+    s: Any, launch: LaunchConfig, argv: list[str], out_dir: Path, nproc: int | None
+) -> None:
+    """--launcher slurm | submitit-local: a job array of workers through submitit."""
+    from ..bench.launch import import_submitit, submit_array, wait_for
+
+    import_submitit()  # not installed: one line, before anything is written
+    if launch.gpus_per_run > 1 and nproc is None:
+        argv = [*argv, "--nproc", str(launch.gpus_per_run)]
+    folder = out_dir / ".submitit"
+    jobs = submit_array(launch, argv, folder, f"bench-{s.name}")
+    ids = ", ".join(str(j.job_id) for j in jobs)
+    click.echo(f"submitted {len(jobs)} worker job(s) ({ids}); logs in {folder}")
+    if launch.launcher == "slurm" and not launch.wait:
+        click.echo(
+            f"follow with squeue; {out_dir / 'results.json'} is rebuilt as runs finish; rerun "
+            "this command to add workers"
+        )
+        return
+    _report_from_file(out_dir, wait_for(jobs))
+
+
+def _report_from_file(out_dir: Path, problems: list[str]) -> None:
+    """Print the results file the workers wrote; RunFailure if a worker or a run failed."""
+    from ..core.paths import SuitePaths
+    from ..report.results import read_results
+
+    path = SuitePaths(out_dir).results
+    if not path.exists():
+        raise RunFailure(f"no worker wrote {path}: {'; '.join(problems) or 'no runs'}")
+    doc = read_results(path)
+    wall = float((doc.get("wall_seconds") or {}).get("this_invocation", 0.0))
+    failed = doc.get("failed", [])
+    _print_report(doc["rows"], failed, doc.get("running", []), path, wall)
+    if failed:
+        problems = [*problems, f"{len(failed)} run(s) failed (listed above and in {path})"]
+    if problems:
+        raise RunFailure("; ".join(problems))
+
+
+def _print_report(
+    rows: list[dict[str, Any]],
+    failed: list[dict[str, Any]],
+    running: list[dict[str, Any]],
+    path: Path,
+    wall: float,
+) -> None:
+    """The suite's rows, its failed runs and those other workers are running."""
     from ..report.formats import fmt_cell, markdown_table
 
-    rows = []
-    for r in report.rows:
+    table = []
+    for r in rows:
         conv = r.get("convergence") or {}
-        rows.append(
-            [
-                r["arm"],
-                r["seed"],
-                r["status"],
-                fmt_cell(r["clean_acc"], pct=True),
-                fmt_cell(r["pgd_acc"], pct=True),
-                fmt_cell(conv.get("epochs_to_target")),
-                fmt_cell(conv.get("total_seconds_to_target"), digits=0),
-                fmt_cell(r["train_seconds"], digits=0),
-            ]
-        )
-    if rows:
-        click.echo(
-            markdown_table(
-                [
-                    "arm",
-                    "seed",
-                    "status",
-                    "best clean %",
-                    "best PGD %",
-                    "epochs to target",
-                    "total s to target",
-                    "train s",
-                ],
-                rows,
-            )
-        )
-    for f in report.failures:
-        click.echo(f"failed: {f.planned.arm.name} seed {f.planned.seed} ({f.stage}): {f.error}")
-    click.echo(f"results: {report.results_path} (wall time {report.wall_seconds:.0f} s)")
+        table.append([r["arm"], r["seed"], r["status"], fmt_cell(r["clean_acc"], pct=True),
+                      fmt_cell(r["pgd_acc"], pct=True), fmt_cell(conv.get("epochs_to_target")),
+                      fmt_cell(conv.get("total_seconds_to_target"), digits=0),
+                      fmt_cell(r["train_seconds"], digits=0)])  # fmt: skip
+    if table:
+        headers = ["arm", "seed", "status", "best clean %", "best PGD %", "epochs to target",
+                   "total s to target", "train s"]  # fmt: skip
+        click.echo(markdown_table(headers, table))
+    for f in failed:
+        click.echo(f"failed: {f['arm']} seed {f['seed']} ({f['stage']}): {f['error']}")
+    for r in running:
+        click.echo(f"running elsewhere: {r['arm']} seed {r['seed']} ({r['stage']}), {r['holder']}")
+    click.echo(f"results: {path} (wall time {wall:.0f} s)")
 
 
 @bench.command("list", short_help="List the suites with their arms, seeds and device.")

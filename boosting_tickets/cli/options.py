@@ -285,6 +285,18 @@ def threads_option(fn: Callable) -> Callable:
     )(fn)
 
 
+def nproc_option(fn: Callable) -> Callable:
+    """``--nproc N``: this command as N ranks of one DDP process group (through torchrun)."""
+    return click.option(
+        "--nproc",
+        type=Int(1),
+        default=None,
+        help="Train with N processes (one per GPU; on the CPU, gloo ranks) in one DDP group, "
+        "started through torch.distributed.run; --batch-size is the global batch, split over "
+        "them [default: 1]. Or start the command with torchrun yourself.",
+    )(fn)
+
+
 def json_option(fn: Callable) -> Callable:
     """``--json``: print the result as JSON on stdout (for piping)."""
     return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")(fn)

@@ -21,8 +21,11 @@ from .common import console_log, set_threads
 @opt.config_file_option
 @opt.out_dir_option("runs", "Directory holding ticket directories (ticket_<hash>).")
 @opt.threads_option
+@opt.nproc_option
 @opt.config_options(FindConfig)
-def find_ticket_command(config_path: str | None, out: str, threads: int | None, **kw: Any) -> None:
+def find_ticket_command(
+    config_path: str | None, out: str, threads: int | None, nproc: int | None, **kw: Any
+) -> None:
     """Find a boosting ticket (Li et al. 2020): train from θ0 (natural, lr 0.01, no warmup by
     default), prune 80% of the conv/linear weights globally (by the pruning criterion, magnitude by
     default), rewind the survivors to θ0.
@@ -30,12 +33,23 @@ def find_ticket_command(config_path: str | None, out: str, threads: int | None, 
     Idempotent: rerunning with the same settings does nothing; an interrupted search resumes.
     Retrain the result with `boosting-tickets train --ticket DIR`.
     """
-    from ..report.formats import fmt_cell, markdown_table
     from ..tickets.finding import find_ticket
+    from .torchrun import joined, relaunch
 
     cfg = build_config(FindConfig, config_path=config_path, cli_values=kw)
+    if nproc is not None and nproc > 1:
+        relaunch(nproc, cfg.train.device, [cfg.data.batch_size])
     set_threads(threads)
-    ticket = find_ticket(cfg, out, log=console_log)
+    with joined(cfg.train.device) as dist:
+        ticket = find_ticket(cfg, out, log=console_log)
+        if dist.primary:
+            _print_ticket(ticket)
+
+
+def _print_ticket(ticket: Any) -> None:
+    """The levels of a found ticket, its sparsity and cost, and how to retrain it."""
+    from ..report.formats import fmt_cell, markdown_table
+
     meta = ticket.meta
     rows = [
         [

@@ -29,6 +29,7 @@ from .common import check_creatable, console_log, set_threads
     "random-mask (mask shuffled within each layer) or random-mask-global (across layers).",
 )
 @opt.threads_option
+@opt.nproc_option
 @opt.config_options(RunConfig)
 def train_command(
     config_path: str | None,
@@ -36,6 +37,7 @@ def train_command(
     ticket: str | None,
     control: str | None,
     threads: int | None,
+    nproc: int | None,
     **kw: Any,
 ) -> None:
     """Train a model with the objective of --objective (natural, FGSM, FGSM-RS, PGD or TRADES by
@@ -43,21 +45,27 @@ def train_command(
     --ticket, retrain a ticket or one of its controls. Rerunning the same command resumes an
     interrupted run and does no work for a finished one."""
     from ..training.run import run_dir_for, train
+    from .torchrun import joined, relaunch
 
     cfg = build_config(RunConfig, config_path=config_path, cli_values=kw)
     check_creatable(Path(out) / "run")
     if control is not None and ticket is None:
         raise UserError("--control needs --ticket DIR (a control is a branch of a ticket)")
+    if nproc is not None and nproc > 1:
+        relaunch(nproc, cfg.train.device, [cfg.data.batch_size])
     set_threads(threads)
-    if ticket is not None:
-        from ..tickets.retrain import retrain_ticket
+    with joined(cfg.train.device) as dist:
+        if ticket is not None:
+            from ..tickets.retrain import retrain_ticket
 
-        result = retrain_ticket(cfg, ticket, out=out, control=control, log=console_log)
-    else:
-        run_dir = run_dir_for(cfg, out)
-        click.echo(f"run directory: {run_dir}")
-        result = train(cfg, run_dir, log=console_log)
-    print_run_summary(result)
+            result = retrain_ticket(cfg, ticket, out=out, control=control, log=console_log)
+        else:
+            run_dir = run_dir_for(cfg, out)
+            if dist.primary:
+                click.echo(f"run directory: {run_dir}")
+            result = train(cfg, run_dir, log=console_log)
+        if dist.primary:
+            print_run_summary(result)
 
 
 def print_run_summary(result: Any) -> None:

@@ -28,6 +28,7 @@ FINAL = "final.pt"
 METRICS = "metrics.json"
 TEST_EVAL = "test_eval.json"
 TENSORBOARD = "tensorboard"
+ATTEMPTS = "attempts.json"
 
 TICKET_META = "ticket.json"
 MASK = "mask.pt"
@@ -63,7 +64,7 @@ class RunPaths:
 
     hparams, metrics, test_eval = _In(HPARAMS), _In(METRICS), _In(TEST_EVAL)
     init, last, best, final = _In(INIT), _In(LAST), _In(BEST), _In(FINAL)
-    tensorboard = _In(TENSORBOARD)
+    tensorboard, attempts = _In(TENSORBOARD), _In(ATTEMPTS)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ Fault injection (tests and ``benchmarks/fault_injection.py`` only; off unless th
 ``BOOSTING_TICKETS_FAULT=POINT:FILENAME`` acts on atomic writes of files named FILENAME.
 ``after_tmp_write`` SIGKILLs the process at the first such write, once its temporary file is complete
 and fsynced but before the rename (a crash in the middle of a checkpoint or results write);
-``enospc`` makes every such write fail as on a full disk.
+``enospc`` makes every such write fail as on a full disk. (``kill_at_step:EPOCH.STEP:RANK``, a
+crash mid-epoch, is read by ``training.callbacks.KillAtStep``.)
 """
 
 from __future__ import annotations

@@ -23,16 +23,19 @@ class EpochLayout:
     """How an epoch of ``n`` examples is cut into batches of ``batch_size``.
 
     A trailing batch of one breaks BatchNorm in train mode, so it is dropped (a different example
-    each epoch, since the order is reshuffled).
+    each epoch, since the order is reshuffled); with several ranks, a trailing batch that cannot
+    give each rank two images.
     """
 
     steps: int
     drop_last: bool
 
 
-def epoch_layout(n: int, batch_size: int) -> EpochLayout:
-    """Optimizer steps per epoch and whether the last (size-one) batch is dropped."""
-    drop_last = n % batch_size == 1 and n > 1
+def epoch_layout(n: int, batch_size: int, world: int = 1) -> EpochLayout:
+    """Optimizer steps per epoch and whether the last batch is dropped: when it is too small to
+    give each of ``world`` ranks two images (alone: a last batch of one)."""
+    rest = n % batch_size
+    drop_last = 0 < rest < 2 * world and n > rest
     steps = n // batch_size if drop_last else -(-n // batch_size)
     return EpochLayout(steps, drop_last)
 

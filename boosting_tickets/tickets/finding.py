@@ -42,6 +42,7 @@ import torch
 from torch import nn
 
 from ..core.config import check_ranges, config_hash, non_default, to_dict
+from ..core.distributed import Distributed, current
 from ..core.environment import environment_info
 from ..core.errors import UserError
 from ..core.paths import TICKET_PREFIX, TicketPaths, hashed_dir
@@ -50,7 +51,7 @@ from ..models.checkpoints import load_state_dict_strict, read_model_checkpoint, 
 from ..models.masks import Mask
 from ..models.registry import build_model
 from ..training.hparams import RunConfig
-from ..training.run import RunResult, check_hparams, train
+from ..training.run import RunResult, check_hparams, claimed, train
 from .config import FindConfig, parse_rewind
 from .criteria import criteria
 from .pruning import output_layer_name, per_round_rate, prune_by_scores, with_bn_channels
@@ -126,17 +127,18 @@ class _Search:
     splits: Any
     probe: nn.Module
     log: Log
+    dist: Distributed
     runs: list[RunResult] = field(default_factory=list)
 
     def say(self, msg: str, prefix: str | None = None) -> None:
-        if self.log is not None:
+        if self.log is not None and self.dist.primary:
             self.log(msg if prefix is None else f"[{prefix}] {msg}")
 
     def logger(self, prefix: str) -> Callable[[str], None]:
         return lambda msg: self.say(msg, prefix)
 
     def train(self, run_dir: Path, cfg: RunConfig, prefix: str, **kw: Any) -> RunResult:
-        res = train(cfg, run_dir, splits=self.splits, log=self.logger(prefix), **kw)
+        res = train(cfg, run_dir, splits=self.splits, log=self.logger(prefix), dist=self.dist, **kw)
         self.runs.append(res)
         return res
 
@@ -154,7 +156,15 @@ class _Search:
         )
 
 
-def find_ticket(cfg: FindConfig, out: str | Path, *, log: Log = None, splits: Any = None) -> Ticket:
+def find_ticket(
+    cfg: FindConfig,
+    out: str | Path,
+    *,
+    log: Log = None,
+    splits: Any = None,
+    dist: Distributed | None = None,
+    wait: float | None = None,
+) -> Ticket:
     """Find a boosting ticket in ``out/ticket_<hash>/`` (see the module docstring for the layout).
 
     Trains the dense network from θ0 with ``cfg.train`` (default: natural, lr 0.01, no warmup),
@@ -162,7 +172,14 @@ def find_ticket(cfg: FindConfig, out: str | Path, *, log: Log = None, splits: An
     criterion (each IMP round retrains the subnetwork from the rewind point before pruning again),
     and stores the mask with the rewind point. ``splits`` (from ``data.load_splits``) avoids
     reloading the data. Idempotent: a finished ticket is returned without any work or write.
+
+    The ticket directory is claimed during the search (``core.claims``; ``wait`` as in
+    :func:`training.run.train`). Under ``torchrun`` every rank trains its shard of every finding
+    run and computes the same mask; only rank 0 writes.
     """
+    dist = current() if dist is None else dist
+    if not dist.primary:
+        log = None
     check_ranges(cfg)
     cfg.validate()
     extra = rewind_identity(cfg.prune)
@@ -183,13 +200,30 @@ def find_ticket(cfg: FindConfig, out: str | Path, *, log: Log = None, splits: An
     start = external_state(pc.rewind) if kind == "path" else None
     if start is not None:
         load_state_dict_strict(probe, start, f"rewind checkpoint {pc.rewind}")
-    try:
-        paths.dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create ticket directory {paths.dir}: {exc.strerror}") from None
     record = {"kind": "ticket", "hash": digest, "non_default": non_default(cfg)}
-    check_hparams(paths.hparams, {**record, "config": to_dict(cfg), "extra": extra})
-    search = _Search(cfg, paths, digest, splits, probe, log)
+    record = {**record, "config": to_dict(cfg), "extra": extra}
+    if paths.hparams.exists():
+        check_hparams(paths.hparams, record, write=False)
+    search = _Search(cfg, paths, digest, splits, probe, log, dist)
+    with claimed(paths.dir, f"finding {paths.dir.name}", dist, wait):
+        if paths.meta.exists():  # found by another process while we waited
+            return load_ticket(paths.dir)
+        if dist.primary:
+            try:
+                paths.dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise UserError(
+                    f"cannot create ticket directory {paths.dir}: {exc.strerror}"
+                ) from None
+            check_hparams(paths.hparams, record)
+        dist.barrier()
+        _search(search, start, k_epochs, base_mask)
+    return load_ticket(paths.dir)
+
+
+def _search(search: _Search, start: Any, k_epochs: int, base_mask: Mask) -> None:
+    """The finding runs, the pruning rounds and the ticket's files."""
+    paths, digest, run_cfg = search.paths, search.digest, search.cfg.run_config()
     search.say(f"ticket directory: {paths.dir}")
     level0 = search.train(
         paths.level_run(0),
@@ -202,9 +236,10 @@ def find_ticket(cfg: FindConfig, out: str | Path, *, log: Log = None, splits: An
     rewind_state, rewind_run = _rewind_point(search, k_epochs, init_ckpt["state_dict"])
     mask, levels, prune_seconds = _prune_levels(search, base_mask, level0, rewind_state)
     meta = _ticket_meta(search, mask, levels, rewind_run, prune_seconds)
-    _write_ticket(search, init_ckpt["arch"], mask, rewind_state, meta, levels)
+    if search.dist.primary:
+        _write_ticket(search, init_ckpt["arch"], mask, rewind_state, meta, levels)
+    search.dist.barrier()
     search.say(f"ticket: {paths.dir} (sparsity {mask.sparsity():.2%})")
-    return load_ticket(paths.dir)
 
 
 def _rewind_point(
@@ -274,6 +309,7 @@ def _prune_level(
     pc, paths, probe = search.cfg.prune, search.paths, search.probe
     mask_path, info_path = paths.level_mask(level), paths.level_prune_record(level)
     if mask_path.exists() and info_path.exists():
+        search.dist.barrier()  # the same number of barriers on every rank, found or computed
         return Mask.load(mask_path, probe), read_json(info_path, what="pruning record")
     t0 = time.perf_counter()
     trained = read_model_checkpoint(trained_path)["state_dict"]
@@ -297,9 +333,12 @@ def _prune_level(
         "prune_seconds": time.perf_counter() - t0,
         **new.report(),
     }
-    # prune.json first: mask.pt is the marker of a finished level.
-    atomic_write_json(info_path, info)
-    new.save(mask_path)
+    # prune.json first: mask.pt is the marker of a finished level. Every rank computed the same
+    # mask from the same checkpoint; the primary writes it.
+    if search.dist.primary:
+        atomic_write_json(info_path, info)
+        new.save(mask_path)
+    search.dist.barrier()
     search.say(f"level {level}: pruned to sparsity {new.sparsity():.2%}")
     return new, info
 

@@ -8,12 +8,13 @@ ticket's hash, its mask digest and the control.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..core.distributed import current
 from ..core.errors import UserError
 from ..core.paths import RETRAIN_PREFIX
 from ..models.masks import Mask
@@ -40,6 +41,24 @@ def control_start(
     return controls().get(control).start(ticket, seed)
 
 
+def retrain_identity(
+    cfg: RunConfig, meta: Mapping[str, Any], control: str | None, out: str | Path
+) -> tuple[RunConfig, dict[str, Any], Path]:
+    """(the settings it trains with, the hash's extra, the run directory) of retraining the ticket
+    whose ``ticket.json`` is ``meta`` with ``cfg``: what :func:`retrain_ticket` trains and where a
+    finished one is found (``bench`` collects suites from disk with it).
+
+    When ``cfg`` has warmup but no ``warmup_lr``, the warmup starts at the ticket's finding lr, as
+    in the paper (warm up from the finding lr to the peak lr).
+    """
+    if cfg.train.warmup_epochs > 0 and cfg.train.warmup_lr is None:
+        cfg = dataclasses.replace(
+            cfg, train=dataclasses.replace(cfg.train, warmup_lr=meta["find_lr"])
+        )
+    extra = {"ticket": meta["hash"], "ticket_mask": meta["mask_sha256"], "control": control}
+    return cfg, extra, run_dir_for(cfg, out, prefix=RETRAIN_PREFIX, extra=extra)
+
+
 def retrain_ticket(
     cfg: RunConfig,
     ticket: str | Path | Ticket,
@@ -48,17 +67,20 @@ def retrain_ticket(
     control: str | None = None,
     log: Log = None,
     splits: Any = None,
+    wait: float | None = None,
 ) -> RunResult:
     """Retrain a ticket (or a control) with ``cfg`` in ``out/retrain_<hash>``.
 
     When ``cfg`` has warmup (``warmup_epochs`` > 0) but no ``warmup_lr``, the warmup starts at the
     ticket's finding lr, as in the paper (warm up from the finding lr to the peak lr); give the dense
     baseline ``--warmup-lr`` explicitly for the identical schedule. ``cfg.model.model`` must be the
-    ticket's architecture.
+    ticket's architecture. ``wait``: as in :func:`training.run.train`.
     """
     if control is not None:
         controls().get(control)  # an unknown name fails before the ticket is read
     t = ticket if isinstance(ticket, Ticket) else load_ticket(ticket)
+    if not current().primary:
+        log = None  # under torchrun only rank 0 speaks
     say = log or (lambda msg: None)
     found_with = t.arch["model"]
     if validate_model_name(cfg.model.model) != found_with:
@@ -66,21 +88,18 @@ def retrain_ticket(
             f"ticket {t.dir} was found with {found_with} but --model is {cfg.model.model}; "
             f"pass --model {found_with} (a mask only fits its architecture)"
         )
-    if cfg.train.warmup_epochs > 0 and cfg.train.warmup_lr is None:
-        cfg = dataclasses.replace(
-            cfg, train=dataclasses.replace(cfg.train, warmup_lr=t.meta["find_lr"])
-        )
+    new_cfg, extra, run_dir = retrain_identity(cfg, t.meta, control, out)
+    if new_cfg.train.warmup_lr != cfg.train.warmup_lr:
         say(
             f"warmup starts at the ticket's finding lr {t.meta['find_lr']:g}; pass --warmup-lr "
             f"{t.meta['find_lr']:g} to the dense baseline for the identical schedule"
         )
     mask, init_state = control_start(t, control, cfg.train.seed)
-    extra = {"ticket": t.meta["hash"], "ticket_mask": t.mask.digest(), "control": control}
-    run_dir = run_dir_for(cfg, out, prefix=RETRAIN_PREFIX, extra=extra)
     say(
         f"run directory: {run_dir} (ticket {t.dir.name}, control {control or 'none'}, "
         f"sparsity {mask.sparsity():.2%})"
     )
     return train(
-        cfg, run_dir, splits=splits, mask=mask, init_state=init_state, extra=extra, log=log
-    )
+        new_cfg, run_dir, splits=splits, mask=mask, init_state=init_state, extra=extra, log=log,
+        wait=wait,
+    )  # fmt: skip

@@ -9,16 +9,19 @@ progress bar. Every file goes through the atomic writers of ``core.storage``.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 
+from ..core.distributed import Distributed
 from ..core.environment import environment_info
 from ..core.errors import RunFailure, UserError
 from ..core.paths import RunPaths
-from ..core.storage import atomic_torch_save, atomic_write_json, read_json
+from ..core.storage import FAULT_ENV, atomic_torch_save, atomic_write_json, read_json
 from ..models.checkpoints import save_model
 from .hparams import RunConfig, eval_protocol, held_out_size, train_attack_spec
 from .loop import Callback, StepEnd, TrainState
@@ -108,11 +111,14 @@ class NonFiniteGuard(Callback):
     """Stop with :class:`TrainingFailed` as soon as the loss, a weight or a BN statistic is NaN/inf.
 
     Non-finite values must never reach the held-out evaluation or a checkpoint: ``metrics.json``
-    is marked failed (epoch and step named) and the last good checkpoint is kept.
+    is marked failed (epoch and step named, by the primary) and the last good checkpoint is kept.
+    Every rank sees the same averaged gradients, hence the same weights, and stops alike.
     """
 
-    def __init__(self, paths: RunPaths, watched: Mapping[str, torch.Tensor]) -> None:
-        self.paths, self.watched = paths, dict(watched)
+    def __init__(
+        self, paths: RunPaths, watched: Mapping[str, torch.Tensor], dist: Distributed | None = None
+    ) -> None:
+        self.paths, self.watched, self.dist = paths, dict(watched), dist or Distributed()
 
     def on_step_end(self, state: TrainState, step: StepEnd) -> None:
         if not torch.isfinite(step.loss):
@@ -132,12 +138,13 @@ class NonFiniteGuard(Callback):
             f"(lr {step.lr:.4g})"
         )
         metrics = self.paths.metrics
-        prev = read_json(metrics) if metrics.exists() else {}
-        atomic_write_json(
-            metrics,
-            {**prev, "status": "failed", "failure": reason, "epochs": state.rows},
-            checksum=True,
-        )
+        if self.dist.primary:
+            prev = read_json(metrics) if metrics.exists() else {}
+            atomic_write_json(
+                metrics,
+                {**prev, "status": "failed", "failure": reason, "epochs": state.rows},
+                checksum=True,
+            )
         kept = f"epoch {len(state.rows)}" if state.rows else "the initial weights"
         raise TrainingFailed(f"{reason}; the last good checkpoint ({kept}) is kept; lower --lr")
 
@@ -170,9 +177,10 @@ class HeldOutEval(Callback):
     """Held-out clean / FGSM / PGD accuracy after every epoch (``val_*`` and ``eval_seconds``)."""
 
     def __init__(self, images: Any, labels: Any, protocol: Any, *, batch_size: int, device: Any,
-                 progress: bool) -> None:  # fmt: skip
+                 progress: bool, dist: Distributed | None = None) -> None:  # fmt: skip
         self.images, self.labels, self.protocol = images, labels, protocol
         self.batch_size, self.device, self.progress = batch_size, device, progress
+        self.dist = dist or Distributed()
 
     def on_epoch_end(self, state: TrainState, row: dict[str, Any]) -> None:
         from ..adversarial.evaluation import evaluate
@@ -188,6 +196,7 @@ class HeldOutEval(Callback):
                 device=self.device,
                 progress=self.progress,
                 desc="held-out eval",
+                dist=self.dist,
             )
             row.update(val_clean=res["clean_acc"], val_fgsm=res["fgsm_acc"], val_pgd=res["pgd_acc"])
         row["eval_seconds"] = time.perf_counter() - t0
@@ -223,40 +232,89 @@ class ConsoleLog(Callback):
 
 
 class BestCheckpoint(Callback):
-    """``best.pt``: the model with the best held-out ``key`` so far (never chosen on test data)."""
+    """``best.pt``: the model with the best held-out ``key`` so far (never chosen on test data).
+    Every rank tracks the choice (it is in the resume state); only the ``writer`` saves."""
 
-    def __init__(self, paths: RunPaths, arch: Mapping[str, Any], key: str) -> None:
-        self.paths, self.arch, self.key = paths, arch, key
+    def __init__(
+        self, paths: RunPaths, arch: Mapping[str, Any], key: str, writer: bool = True
+    ) -> None:
+        self.paths, self.arch, self.key, self.writer = paths, arch, key, writer
 
     def on_epoch_end(self, state: TrainState, row: dict[str, Any]) -> None:
         score = row.get(self.key)
         if score is not None and (state.best is None or score > state.best["score"]):
             state.best = {"epoch": row["epoch"], "metric": self.key, "score": score}
+            if not self.writer:
+                return
             save_model(
                 self.paths.best, state.model, self.arch, epoch=row["epoch"], selected_by=self.key
             )
 
 
 class StateCheckpoint(Callback):
-    """``last.pt``: everything a resume needs (weights, optimizer, RNG streams, rows, best)."""
+    """``last.pt``: everything a resume needs (weights, optimizer, RNG streams, rows, best).
 
-    def __init__(self, paths: RunPaths, run_hash: str, gens: Mapping[str, torch.Generator]) -> None:
-        self.paths, self.run_hash, self.gens = paths, run_hash, gens
+    With several ranks, every rank's RNG streams are gathered (``rng_ranks``) so that a resume with
+    the same number of processes continues each rank's streams; the primary writes the file.
+    """
+
+    def __init__(
+        self, paths: RunPaths, run_hash: str, gens: Mapping[str, torch.Generator], dist: Distributed
+    ) -> None:
+        self.paths, self.run_hash, self.gens, self.dist = paths, run_hash, gens, dist
 
     def on_epoch_end(self, state: TrainState, row: dict[str, Any]) -> None:
-        atomic_torch_save(
-            {
-                "format": STATE_FORMAT,
-                "hash": self.run_hash,
-                "epoch": state.epoch,
-                "model": {k: v.detach().cpu() for k, v in state.model.state_dict().items()},
-                "optimizer": state.optimizer.state_dict(),
-                "rng": rng_state(self.gens),
-                "metrics": state.rows,
-                "best": state.best,
-            },
-            self.paths.last,
-        )
+        streams = self.dist.gather(rng_state(self.gens))
+        if not self.dist.primary:
+            return
+        saved = {
+            "format": STATE_FORMAT,
+            "hash": self.run_hash,
+            "epoch": state.epoch,
+            "model": {k: v.detach().cpu() for k, v in state.model.state_dict().items()},
+            "optimizer": state.optimizer.state_dict(),
+            "rng": streams[0],
+            "metrics": state.rows,
+            "best": state.best,
+        }
+        if self.dist.active:
+            saved["rng_ranks"] = streams
+        atomic_torch_save(saved, self.paths.last)
+
+
+class RankStats(Callback):
+    """With several ranks: the epoch's training loss and accuracy over every rank's images (the
+    loop measures its own shard), so every rank's row is the primary's."""
+
+    def __init__(self, dist: Distributed) -> None:
+        self.dist = dist
+
+    def on_epoch_end(self, state: TrainState, row: dict[str, Any]) -> None:
+        sums = self.dist.sum_(torch.tensor(state.epoch_sums, dtype=torch.float64))
+        loss_sum, correct, seen = (float(v) for v in sums)
+        row.update(train_loss=loss_sum / max(seen, 1), train_acc=correct / max(seen, 1))
+        # Wall time: the slowest rank's, which the others waited for.
+        slowest = self.dist.gather(row["train_seconds"])
+        row["train_seconds"] = max(slowest)
+        row["cum_train_seconds"] = (
+            state.rows[-2]["cum_train_seconds"] if len(state.rows) > 1 else 0.0
+        ) + row["train_seconds"]
+
+
+class KillAtStep(Callback):
+    """Test-only fault: ``BOOSTING_TICKETS_FAULT=kill_at_step:EPOCH.STEP:RANK`` SIGKILLs that rank
+    after that optimizer step (1-based), in the first attempt of an elastic run only."""
+
+    def __init__(self, spec: str, dist: Distributed) -> None:
+        _, where, rank = spec.split(":")
+        epoch, step = where.split(".")
+        self.epoch, self.step, self.rank, self.dist = int(epoch), int(step), int(rank), dist
+
+    def on_step_end(self, state: TrainState, step: StepEnd) -> None:
+        first_attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
+        hit = (step.epoch + 1, step.index + 1) == (self.epoch, self.step)
+        if first_attempt and hit and self.dist.rank == self.rank:
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 class MetricsWriter(Callback):
@@ -355,28 +413,38 @@ def standard_callbacks(
     device: Any,
     say: Say,
     hparams: Mapping[str, Any],
+    dist: Distributed | None = None,
 ) -> list[Callback]:
-    """The callbacks every training run gets, in hook order (see the module docstring)."""
+    """The callbacks every training run gets, in hook order (see the module docstring). With
+    several ranks every rank evaluates its shard and saves its streams; only the primary shows
+    progress, prints and writes."""
     from .hparams import select_key
 
-    tc = cfg.train
-    out: list[Callback] = [
-        NonFiniteGuard(paths, watched),
-        ProgressBar(tc.objective, tc.progress),
+    tc, dist = cfg.train, dist or Distributed()
+    primary = dist.primary
+    out: list[Callback] = [RankStats(dist)] if dist.active else []
+    fault = os.environ.get(FAULT_ENV, "")
+    if fault.startswith("kill_at_step:"):
+        out.append(KillAtStep(fault, dist))
+    out += [
+        NonFiniteGuard(paths, watched, dist),
+        ProgressBar(tc.objective, tc.progress and primary),
         HeldOutEval(
             val_images,
             val_labels,
             eval_protocol(cfg),
             batch_size=cfg.eval.eval_batch_size,
             device=device,
-            progress=tc.progress,
+            progress=tc.progress and primary,
+            dist=dist,
         ),  # fmt: skip
         OverfitMonitor(tc.objective in ("fgsm", "fgsm-rs"), tc.stop_on_overfit),
         ConsoleLog(say),
-        BestCheckpoint(paths, arch, select_key(cfg)),
-        StateCheckpoint(paths, run_hash, gens),
-        MetricsWriter(paths, cfg, device),
+        BestCheckpoint(paths, arch, select_key(cfg), primary),
+        StateCheckpoint(paths, run_hash, gens, dist),
     ]
-    if tensorboard_enabled(tc.tensorboard):
+    if primary:
+        out.append(MetricsWriter(paths, cfg, device))
+    if primary and tensorboard_enabled(tc.tensorboard):
         out.append(TensorBoardLog(paths, hparams))
     return out

@@ -131,6 +131,11 @@ class TrainConfig:
     amp: bool = setting(False, "bf16 autocast on CUDA (ignored on the CPU)")
     channels_last: bool = setting(False, "channels_last memory format (GPU speed-up)")
     progress: bool = setting(True, "show progress bars", hashed=False)
+    sync_bn: bool = setting(
+        False,
+        "with several processes (torchrun, --nproc): BatchNorm statistics over the global batch",
+        hashed=False,
+    )
     tensorboard: bool | None = setting(
         None,
         "write TensorBoard event files into the run directory; none = when the tensorboard "

@@ -44,6 +44,7 @@ class TrainState:
     rows: list[dict[str, Any]] = field(default_factory=list)
     best: dict[str, Any] | None = None
     stop: str | None = None
+    epoch_sums: tuple[float, int, int] = (0.0, 0, 0)  # (loss sum, correct, images) of the epoch
 
 
 @dataclass(frozen=True)
@@ -77,22 +78,26 @@ class Callback:
         """After the last epoch or a stop."""
 
 
+Step = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
 def fit(
     state: TrainState,
     *,
     batches: Batches,
     lr_at: Callable[[int], float],
-    loss_of: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
-    optimizer_step: Callable[[], None],
+    step: Step,
     callbacks: Sequence[Callback] = (),
 ) -> TrainState:
     """Train ``state.model`` from epoch ``state.epoch`` to ``state.epochs``.
 
     ``batches(epoch)`` yields the epoch's (x, y) on the model's device; ``lr_at(step)`` is the
-    schedule; ``loss_of(x, y)`` returns (loss, logits) -- the objective, attack included;
-    ``optimizer_step()`` steps the optimizer after the backward pass (masking pruned weights).
-    Each epoch appends a row (epoch, lr, train_loss, train_acc, train_seconds, cum_train_seconds)
-    that the callbacks extend. Returns ``state``.
+    schedule; ``step(x, y)`` does one optimizer step -- the objective (attack included), the
+    backward pass and the update (masking pruned weights, averaging over ranks) -- and returns
+    (loss, logits) of the batch. Each epoch appends a row (epoch, lr, train_loss, train_acc,
+    train_seconds, cum_train_seconds; loss and accuracy over this process's images, which
+    ``state.epoch_sums`` holds for callbacks that combine ranks) that the callbacks extend.
+    Returns ``state``.
     """
     model, optimizer = state.model, state.optimizer
     device = next(model.parameters()).device
@@ -108,10 +113,7 @@ def fit(
             lr = lr_at(state.step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            loss, logits = loss_of(x, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer_step()
+            loss, logits = step(x, y)
             state.step += 1
             loss_sum += float(loss.item()) * len(y)
             correct += int((logits.argmax(1) == y).sum().item())
@@ -122,6 +124,7 @@ def fit(
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - t0
         cum = (state.rows[-1]["cum_train_seconds"] if state.rows else 0.0) + seconds
+        state.epoch_sums = (loss_sum, correct, seen)
         row = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / max(seen, 1)}
         row.update(train_acc=correct / max(seen, 1), train_seconds=seconds, cum_train_seconds=cum)
         state.rows.append(row)

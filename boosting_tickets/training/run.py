@@ -9,6 +9,7 @@ or without a pruning mask. A run lives in one directory (names in ``core.paths``
     best.pt        the model with the best held-out metric (never chosen on test data)
     final.pt       the weights after the last epoch
     metrics.json   per-epoch rows, status, wall times
+    attempts.json  every process (group) that trained here: host, pid, ranks, from which epoch
     test_eval.json best and final models on the test set (clean / FGSM / PGD-k, per class)
     tensorboard/   TensorBoard event files (when enabled)
 
@@ -18,7 +19,8 @@ CPU with fixed seeds, gives exactly the metrics of an uninterrupted run; a finis
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..core.claims import ClaimBusy, holding
 from ..core.config import config_hash, non_default, to_dict
+from ..core.distributed import Distributed, check_global_batch, current
 from ..core.environment import environment_info, resolve_device
 from ..core.errors import UserError
 from ..core.paths import TRAIN_PREFIX, RunPaths, hashed_dir
@@ -88,7 +92,7 @@ def run_dir_for(
     return hashed_dir(root, prefix, config_hash(cfg, extra))
 
 
-def check_hparams(path: Path, record: Mapping[str, Any]) -> None:
+def check_hparams(path: Path, record: Mapping[str, Any], *, write: bool = True) -> None:
     """Refuse a directory holding another run's settings; write ``hparams.json`` if absent."""
     if path.exists():
         old = read_json(path, what="hparams file")
@@ -97,11 +101,36 @@ def check_hparams(path: Path, record: Mapping[str, Any]) -> None:
                 f"{path.parent} holds a run with other settings (hash {old.get('hash')}); "
                 "use another --out directory or delete it"
             )
-    else:
+    elif write:
         atomic_write_json(path, dict(record))
 
 
-def _finished(paths: RunPaths) -> RunResult | None:
+@contextlib.contextmanager
+def claimed(target: Path, what: str, dist: Distributed, wait: float | None) -> Iterator[None]:
+    """Hold the claim on ``target`` for the block (``core.claims``): the primary claims it, and
+    every rank learns whether that worked, so a refused claim stops all of them alike."""
+    if not dist.active:
+        with holding(target, what, wait=wait):
+            yield
+        return
+    stack = contextlib.ExitStack()
+    problem: tuple[str, Any] | None = None
+    if dist.primary:
+        try:
+            stack.enter_context(holding(target, what, wait=wait))
+        except ClaimBusy as exc:
+            problem = (str(exc), exc.holder)
+        except UserError as exc:
+            problem = (str(exc), None)
+    problem = dist.gather(problem)[0]
+    if problem is not None:
+        message, holder = problem
+        raise UserError(message) if holder is None else ClaimBusy(message, holder)
+    with stack:
+        yield
+
+
+def finished_result(paths: RunPaths) -> RunResult | None:
     """The result of a run that already finished in ``paths.dir``, else None."""
     if not paths.metrics.exists():
         return None
@@ -120,6 +149,7 @@ def _initial_model(
     arch: Mapping[str, Any],
     mask: Mask | None,
     init_state: Mapping[str, torch.Tensor] | None,
+    dist: Distributed,
 ) -> nn.Module:
     """θ0: from ``init.pt`` when resuming, else a seeded init (or ``init_state``), masked."""
     torch.manual_seed(cfg.train.seed)
@@ -132,13 +162,27 @@ def _initial_model(
             load_state_dict_strict(model, init_state, "initial weights")
         if mask is not None:
             mask.apply_(model)
-        save_model(paths.init, model, arch, epoch=0, kind="init")
+        if dist.primary:
+            save_model(paths.init, model, arch, epoch=0, kind="init")
     if mask is not None:
         mask.check_compatible(model)
     return model
 
 
-def _resume(state: TrainState, paths: RunPaths, run_hash: str, gens: dict, say: Callable) -> None:
+def _generators(cfg: RunConfig, device: torch.device, dist: Distributed) -> dict:
+    """The run's random streams. Data order and augmentation are the same on every rank (each
+    takes its shard of one global batch); attack starts and dropout differ per rank, derived from
+    the seed (rank 0 keeps the single-process streams)."""
+    seed = cfg.train.seed
+    gens = {"data": torch.Generator(), "attack": torch.Generator(device=device)}
+    gens["data"].manual_seed(seed)
+    gens["attack"].manual_seed(seed + 1 + 7919 * dist.rank)
+    if dist.rank:
+        torch.manual_seed(seed + 104729 * dist.rank)
+    return gens
+
+
+def _resume(state: TrainState, paths: RunPaths, run_hash: str, gens: dict, ctx: Any) -> None:
     """Restore weights, optimizer, RNG streams and rows from ``last.pt`` when it exists."""
     if not paths.last.exists():
         return
@@ -149,12 +193,34 @@ def _resume(state: TrainState, paths: RunPaths, run_hash: str, gens: dict, say: 
         raise UserError(f"{paths.last} belongs to another run; delete it to restart")
     load_state_dict_strict(state.model, saved["model"], f"training state {paths.last}")
     state.optimizer.load_state_dict(saved["optimizer"])
-    set_rng_state(gens, saved["rng"])
+    per_rank = saved.get("rng_ranks")
+    if per_rank is not None and len(per_rank) == ctx.dist.world:
+        set_rng_state(gens, per_rank[ctx.dist.rank])
+    elif ctx.dist.primary:
+        set_rng_state(gens, saved["rng"])
     state.rows = list(saved["metrics"])
     state.best = saved.get("best")
     state.epoch = int(saved["epoch"])
     state.step = state.epoch * state.steps_per_epoch
-    say(f"{paths.dir.name}: resuming after epoch {state.epoch}")
+    ctx.say(f"{paths.dir.name}: resuming after epoch {state.epoch}")
+
+
+def _record_attempt(paths: RunPaths, from_epoch: int, dist: Distributed, device: Any) -> None:
+    """Append this invocation to ``attempts.json`` (who trained here, from which epoch)."""
+    import os
+    import socket
+    import time
+
+    doc = {"schema": 1, "attempts": []}
+    if paths.attempts.exists():
+        doc = read_json(paths.attempts, what="attempts file", require_checksum=True)
+        if not isinstance(doc.get("attempts"), list):
+            raise UserError(f"{paths.attempts} is not an attempts file; delete it")
+    entry = {"started": time.time(), "host": socket.gethostname(), "pid": os.getpid(),
+             "world": dist.world, "backend": dist.backend, "device": str(device),
+             "from_epoch": from_epoch}  # fmt: skip
+    doc["attempts"] = [*doc["attempts"], entry]
+    atomic_write_json(paths.attempts, doc, checksum=True)
 
 
 def masked_step(optimizer: torch.optim.Optimizer, model: nn.Module, mask: Mask | None) -> Callable:
@@ -171,6 +237,19 @@ def masked_step(optimizer: torch.optim.Optimizer, model: nn.Module, mask: Mask |
     return step
 
 
+@dataclass
+class _Context:
+    """What one invocation of :func:`train` works with."""
+
+    cfg: RunConfig
+    paths: RunPaths
+    splits: Any
+    record: Mapping[str, Any]
+    device: torch.device
+    dist: Distributed
+    say: Callable[[str], None]
+
+
 def train(
     cfg: RunConfig,
     run_dir: str | Path,
@@ -181,6 +260,8 @@ def train(
     extra: dict[str, Any] | None = None,
     log: Callable[[str], None] | None = None,
     callbacks: Sequence[Callback] = (),
+    dist: Distributed | None = None,
+    wait: float | None = None,
 ) -> RunResult:
     """Train (or resume, or just return) the run ``cfg`` in exactly ``run_dir``.
 
@@ -188,8 +269,15 @@ def train(
     starting weights (a ticket's rewind point) instead of a fresh seeded init; ``extra`` is recorded
     in hparams.json and the hash (e.g. the ticket a retraining run came from); ``callbacks`` run
     after the standard ones. ``boosting_tickets.train`` names the directory by the hash instead.
+
+    The run is claimed while it trains (``core.claims``): a run another live process trains is a
+    one-line error, or, with ``wait`` seconds, waited for. Under ``torchrun`` (``dist``: default
+    the process group this process is in) every rank trains its shard of each global batch and
+    only rank 0 writes files or prints.
     """
-    paths, say = RunPaths(Path(run_dir)), log or (lambda msg: None)
+    dist = current() if dist is None else dist
+    paths = RunPaths(Path(run_dir))
+    say = (log or (lambda msg: None)) if dist.primary else (lambda msg: None)
     record = {
         "kind": "train",
         "hash": config_hash(cfg, extra),
@@ -197,119 +285,160 @@ def train(
         "config": to_dict(cfg),
         "extra": extra or {},
     }
+    check_global_batch(cfg.data.batch_size, dist.world)
     if paths.hparams.exists():
-        check_hparams(paths.hparams, record)  # refuses another run's directory before any work
-    done = _finished(paths)
+        check_hparams(paths.hparams, record, write=False)  # another run's directory: refuse now
+    done = finished_result(paths)
     if done is not None:
         say(f"{paths.dir.name}: already complete, nothing to do")
         return done
     device = resolve_device(cfg.train.device)
+    if device.type == "cuda" and dist.active:
+        device = torch.device("cuda", dist.local_rank)
     splits = cfg.data.load() if splits is None else splits
     if len(splits.train.labels) == 0:
         raise UserError("the training split is empty; raise --train-subset or lower --val-size")
-    # Only now that device and data are known to work: a refused run leaves no directory behind.
-    try:
-        paths.dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create run directory {paths.dir}: {exc.strerror}") from None
-    check_hparams(paths.hparams, record)
-    return _run(cfg, paths, splits, mask, init_state, record, device, say, callbacks)
+    ctx = _Context(cfg, paths, splits, record, device, dist, say)
+    with claimed(paths.dir, f"training {paths.dir.name}", dist, wait):
+        done = finished_result(paths)  # another process may have finished it while we waited
+        if done is not None:
+            return done
+        if dist.primary:
+            # Only now that device and data are known to work: a refused run leaves no directory.
+            try:
+                paths.dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise UserError(
+                    f"cannot create run directory {paths.dir}: {exc.strerror}"
+                ) from None
+            check_hparams(paths.hparams, record)
+        dist.barrier()
+        result = _run(ctx, mask, init_state, callbacks)
+    return result
 
 
 def _run(
-    cfg: RunConfig,
-    paths: RunPaths,
-    splits: Any,
+    ctx: _Context,
     mask: Mask | None,
     init_state: Mapping[str, torch.Tensor] | None,
-    record: Mapping[str, Any],
-    device: torch.device,
-    say: Callable[[str], None],
     extra_callbacks: Sequence[Callback],
 ) -> RunResult:
-    from ..data.batching import BatchLoader, epoch_layout
+    from ..data.batching import epoch_layout
 
-    dc, tc, spec = cfg.data, cfg.train, splits.spec
+    cfg, tc, spec, device, dist = ctx.cfg, ctx.cfg.train, ctx.splits.spec, ctx.device, ctx.dist
     norm = cfg.model.normalize
     arch = arch_meta(cfg.model.model, num_classes=spec.num_classes, in_channels=spec.channels,
                      mean=tuple(spec.mean) if norm else None, std=tuple(spec.std) if norm else None,
                      dropout=cfg.model.dropout, dataset=spec.name)  # fmt: skip
-    model = _initial_model(cfg, paths, arch, mask, init_state).to(device)
+    model = _initial_model(cfg, ctx.paths, arch, mask, init_state, dist).to(device)
+    if tc.sync_bn and dist.active:
+        from .sync_bn import convert
+
+        convert(model)
     if tc.channels_last:
         model.to(memory_format=torch.channels_last)
-    dev_mask = mask.on_device(device) if mask is not None else None
     optimizer = torch.optim.SGD(
         model.parameters(), lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay
     )
-    gens = {"data": torch.Generator(), "attack": torch.Generator(device=device)}
-    gens["data"].manual_seed(tc.seed)
-    gens["attack"].manual_seed(tc.seed + 1)
-    layout = epoch_layout(len(splits.train.labels), dc.batch_size)
+    gens = _generators(cfg, device, dist)
+    layout = epoch_layout(len(ctx.splits.train.labels), cfg.data.batch_size, dist.world)
     state = TrainState(model, optimizer, tc.epochs, layout.steps)
-    _resume(state, paths, record["hash"], gens, say)
-
-    def batches(epoch: int) -> Any:
-        loader = BatchLoader(splits.train.images, splits.train.labels, batch_size=dc.batch_size,
-                             shuffle=True, augment=spec if dc.augment else None,
-                             generator=gens["data"], drop_last=layout.drop_last, device=device)  # fmt: skip
-        for x, y in loader:
-            yield (x.contiguous(memory_format=torch.channels_last) if tc.channels_last else x), y
-
-    objective, attack = objectives().get(tc.objective), train_attack_spec(cfg)
-    use_amp = tc.amp and device.type == "cuda"
-    n_val = min(cfg.eval.val_examples or len(splits.val.labels), len(splits.val.labels))
+    _resume(state, ctx.paths, ctx.record["hash"], gens, ctx)
+    if dist.primary:
+        _record_attempt(ctx.paths, state.epoch, dist, device)
+    dist.broadcast_parameters([*model.parameters(), *model.buffers()])
+    batches, step = _batches_and_step(ctx, model, optimizer, mask, gens, layout)
+    n_val = min(cfg.eval.val_examples or len(ctx.splits.val.labels), len(ctx.splits.val.labels))
     watched = {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
-    hparams = {"hash": record["hash"], **record["non_default"], **record["extra"]}
-    val = splits.val
+    hparams = {"hash": ctx.record["hash"], **ctx.record["non_default"], **ctx.record["extra"]}
+    val = ctx.splits.val
     callbacks = standard_callbacks(
-        cfg, paths, arch=arch, run_hash=record["hash"], gens=gens, watched=watched, device=device,
-        val_images=val.images[:n_val], val_labels=val.labels[:n_val], say=say, hparams=hparams,
+        cfg, ctx.paths, arch=arch, run_hash=ctx.record["hash"], gens=gens, watched=watched,
+        device=device, val_images=val.images[:n_val], val_labels=val.labels[:n_val], say=ctx.say,
+        hparams=hparams, dist=dist,
     )  # fmt: skip
     fit(
         state,
         batches=batches,
-        lr_at=lambda step: learning_rate(tc, step, layout.steps),
-        loss_of=lambda x, y: objective.loss(
-            model, x, y, cfg=cfg, attack=attack, generator=gens["attack"], use_amp=use_amp
-        ),  # fmt: skip
-        optimizer_step=masked_step(optimizer, model, dev_mask),
+        lr_at=lambda i: learning_rate(tc, i, layout.steps),
+        step=step,
         callbacks=[*callbacks, *extra_callbacks],
     )
-    return _finish(cfg, paths, state, splits, arch, device)
+    return _finish(ctx, state, arch)
 
 
-def _finish(
-    cfg: RunConfig,
-    paths: RunPaths,
-    state: TrainState,
-    splits: Any,
-    arch: Mapping[str, Any],
-    device: torch.device,
-) -> RunResult:
+def _batches_and_step(
+    ctx: _Context, model: nn.Module, optimizer: Any, mask: Mask | None, gens: dict, layout: Any
+) -> tuple[Callable, Callable]:
+    """This rank's shard of every global batch, and one optimizer step on it.
+
+    Every rank draws the same permutation and augmentation (the data generator is shared), cuts
+    the global batch into ``world`` contiguous shards and trains on its own; the step scales this
+    rank's mean loss by its share of the global batch, so that after the gradients are averaged
+    over the ranks they are those of the global batch's mean loss (SyncBatchNorm included).
+    """
+    from ..data.batching import BatchLoader
+
+    cfg, tc, dist, device = ctx.cfg, ctx.cfg.train, ctx.dist, ctx.device
+    splits, spec = ctx.splits, ctx.splits.spec
+    objective, attack = objectives().get(tc.objective), train_attack_spec(cfg)
+    use_amp = tc.amp and device.type == "cuda"
+    dev_mask = mask.on_device(device) if mask is not None else None
+    update = masked_step(optimizer, model, dev_mask)
+    params = [p for p in model.parameters() if p.requires_grad]
+    global_size = {"n": 0}
+
+    def batches(epoch: int) -> Any:
+        loader = BatchLoader(splits.train.images, splits.train.labels, batch_size=cfg.data.batch_size,
+                             shuffle=True, augment=spec if cfg.data.augment else None,
+                             generator=gens["data"], drop_last=layout.drop_last, device=device)  # fmt: skip
+        for x, y in loader:
+            global_size["n"] = len(y)
+            part = dist.shard(len(y))
+            x, y = x[part], y[part]
+            yield (x.contiguous(memory_format=torch.channels_last) if tc.channels_last else x), y
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loss, logits = objective.loss(
+            model, x, y, cfg=cfg, attack=attack, generator=gens["attack"], use_amp=use_amp
+        )
+        optimizer.zero_grad(set_to_none=True)
+        if dist.active:
+            (loss * (len(y) * dist.world / global_size["n"])).backward()
+            dist.average_gradients(params, 1)
+        else:
+            loss.backward()
+        update()
+        return loss, logits
+
+    return batches, step
+
+
+def _finish(ctx: _Context, state: TrainState, arch: Mapping[str, Any]) -> RunResult:
     """``final.pt``, ``best.pt`` when nothing was held out, the test evaluation, final metrics."""
-    if not paths.best.exists():
+    cfg, paths, dist = ctx.cfg, ctx.paths, ctx.dist
+    if dist.primary and not paths.best.exists():
         # No held-out split: the last model is the only candidate.
         save_model(paths.best, state.model, arch, epoch=len(state.rows), selected_by="last")
-    save_model(paths.final, state.model, arch, epoch=len(state.rows))
+    if dist.primary:
+        save_model(paths.final, state.model, arch, epoch=len(state.rows))
+    dist.barrier()
     test = None
     if cfg.eval.test_eval:
-        test = _test_eval(paths, state.model, splits, cfg, device, arch)
+        test = _test_eval(ctx, state.model, arch)
     status = state.stop or "complete"
-    write_metrics(paths, state.rows, status, state.best, cfg, device)
+    if dist.primary:
+        write_metrics(paths, state.rows, status, state.best, cfg, ctx.device)
+    dist.barrier()
     return RunResult(paths.dir, status, state.rows, test)
 
 
-def _test_eval(
-    paths: RunPaths,
-    model: nn.Module,
-    splits: Any,
-    cfg: RunConfig,
-    device: torch.device,
-    arch: Mapping[str, Any],
-) -> dict[str, Any]:
-    """The best and final models on the test set, per class, with the protocol (once)."""
+def _test_eval(ctx: _Context, model: nn.Module, arch: Mapping[str, Any]) -> dict[str, Any]:
+    """The best and final models on the test set, per class, with the protocol (once; sharded
+    over the ranks, written by the primary)."""
     from ..adversarial.evaluation import evaluate
 
+    paths, splits, cfg, device = ctx.paths, ctx.splits, ctx.cfg, ctx.device
     if paths.test_eval.exists():
         return read_json(paths.test_eval, what="test evaluation", require_checksum=True)
     test = splits.test
@@ -328,11 +457,13 @@ def _test_eval(
             num_classes=splits.spec.num_classes,
             per_class=True,
             device=device,
-            progress=cfg.train.progress,
+            progress=cfg.train.progress and ctx.dist.primary,
             desc=f"test eval ({name})",
+            dist=ctx.dist,
         )
         res["epoch"] = epoch
         out[name] = res
     out["environment"] = environment_info(device)
-    atomic_write_json(paths.test_eval, out, checksum=True)
+    if ctx.dist.primary:
+        atomic_write_json(paths.test_eval, out, checksum=True)
     return out
