@@ -130,7 +130,7 @@ def _median_pair(rounds: int, a, b) -> tuple[list[float], list[float]]:  # noqa:
 def main(rounds: int, quick: bool, json_out: str | None) -> None:
     """Print suite throughput (1 vs 2 workers), DDP images/s (1 vs 2 ranks) and the
     communication share of a DDP step, side by side."""
-    runs, suite_images, ddp_images, reps = (2, 64, 256, 5) if quick else (6, 512, 2048, 50)
+    runs, suite_images, ddp_images, reps = (2, 64, 256, 5) if quick else (6, 512, 1920, 50)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         suite = _suite_file(root, runs, suite_images)
