@@ -3,8 +3,9 @@
 Three measurements, in interleaved rounds (A, B, then B, A, ...; medians and the ratio of medians,
 because the machine is shared and noisy):
 
-* **suite throughput**: a synthetic suite of dense runs with ``bench run --launcher local`` and 1
-  vs 2 workers, one thread each (runs per minute; target: 2 workers >= 1.7x on 2 cores);
+* **suite throughput**: a synthetic suite of six dense runs (about 15 s each, so that a worker's
+  start-up of a few seconds is a small part of it) with ``bench run --launcher local`` and 1 vs 2
+  workers, one thread each (runs per minute; target: 2 workers >= 1.7x on 2 cores);
 * **DDP images/s**: one epoch of PGD-3 training of a WRN-10-2 with 1 vs 2 gloo processes
   (``train --nproc``), one thread each, the global batch unchanged (target >= 1.5x), from the
   epoch's training time in ``metrics.json``;
@@ -130,7 +131,7 @@ def _median_pair(rounds: int, a, b) -> tuple[list[float], list[float]]:  # noqa:
 def main(rounds: int, quick: bool, json_out: str | None) -> None:
     """Print suite throughput (1 vs 2 workers), DDP images/s (1 vs 2 ranks) and the
     communication share of a DDP step, side by side."""
-    runs, suite_images, ddp_images, reps = (2, 64, 256, 5) if quick else (6, 512, 1920, 50)
+    runs, suite_images, ddp_images, reps = (2, 64, 256, 5) if quick else (6, 1536, 1920, 50)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         suite = _suite_file(root, runs, suite_images)
