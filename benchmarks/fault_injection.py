@@ -293,12 +293,13 @@ def final_fingerprint(run_dir: Path) -> dict[str, Any]:
 
 
 def without_times(obj: Any) -> Any:
-    """``obj`` without wall-time fields (any key naming seconds) and environment records."""
+    """``obj`` without wall-time fields (any key naming seconds), the machine's load and
+    environment records."""
     if isinstance(obj, dict):
         return {
             k: without_times(v)
             for k, v in obj.items()
-            if "seconds" not in k and k not in ("environment", "sha256")
+            if "seconds" not in k and k not in ("environment", "sha256", "load1")
         }
     if isinstance(obj, list):
         return [without_times(v) for v in obj]

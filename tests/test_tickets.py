@@ -136,6 +136,8 @@ def test_epoch_rewind_ticket_holds_the_weights_of_epoch_1(epoch_ticket):
     expected = level0["epochs"][-1]["cum_train_seconds"] + prefix["epochs"][-1]["cum_train_seconds"]
     assert meta["find_train_seconds"] == pytest.approx(expected)
     assert meta["find_wall_seconds"] >= meta["find_train_seconds"] > 0
+    work = level0["epochs"][-1]["cum_work_flops"] + prefix["epochs"][-1]["cum_work_flops"]
+    assert meta["find_work_flops"] == pytest.approx(work) and work > 0
     # one-shot global pruning removes exactly round(0.8 * N) weights
     total, kept = ticket.mask.counts()
     assert total - kept == round(0.8 * total)

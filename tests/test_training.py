@@ -21,7 +21,7 @@ from boosting_tickets.training.schedule import learning_rate
 
 
 def _comparable(rows):
-    drop = ("train_seconds", "eval_seconds", "cum_train_seconds")
+    drop = ("train_seconds", "eval_seconds", "cum_train_seconds", "load1")
     return [{k: v for k, v in r.items() if k not in drop} for r in rows]
 
 
@@ -169,3 +169,21 @@ def test_catastrophic_overfitting_detector():
     collapse = [*healthy, {"val_fgsm": 0.60, "val_pgd": 0.10}]
     assert detect_catastrophic_overfitting(collapse)
     assert not detect_catastrophic_overfitting([{"val_fgsm": None, "val_pgd": None}])
+
+
+def test_every_epoch_row_records_its_work_and_the_machine_load(tmp_path):
+    """work_flops = objective passes x images x the model's forward FLOPs, cumulated per epoch."""
+    from support import small_config
+
+    from boosting_tickets.training.work import model_flops
+
+    cfg = small_config(epochs=2, objective="pgd", train_steps=2)
+    rows = train(cfg, tmp_path).metrics
+    fwd = model_flops(cfg)
+    assert fwd > 0
+    for r in rows:
+        assert r["images"] == 64
+        assert r["work_flops"] == pytest.approx((2 * 2 + 3) * 64 * fwd)
+        assert r["eval_work_flops"] == pytest.approx((4 + 2 * 1 + 1) * 16 * fwd)
+        assert r["load1"] is None or r["load1"] >= 0
+    assert rows[1]["cum_work_flops"] == pytest.approx(2 * rows[0]["work_flops"])

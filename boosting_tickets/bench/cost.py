@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 from ..data.registry import get_spec
 from ..models.registry import forward_flops
-from ..training.hparams import EvalConfig, RunConfig, TrainConfig
-from ..training.objectives import objectives
+from ..training.hparams import RunConfig
+from ..training.work import eval_passes, train_passes
 
 # Effective throughput used to turn the cost model's FLOPs into seconds. CPU: measured with the
 # `quick` suite (WRN-10-1 on 28x28 Fashion-MNIST): 42.5 TFLOP by the cost model in 576 CPU-seconds,
@@ -29,16 +29,6 @@ from ..training.objectives import objectives
 CPU_EFFECTIVE_FLOPS = 7.4e10
 PAPER_DENSE_SECONDS = 134764.0
 PAPER_HARDWARE = "2x V100"
-
-
-def train_passes(tc: TrainConfig) -> float:
-    """Forward-equivalent passes per training image per epoch, from the objective's entry."""
-    return objectives().get(tc.objective).passes(tc)
-
-
-def eval_passes(ec: EvalConfig) -> float:
-    """Forward-equivalent passes per evaluated image: clean, FGSM and PGD-k without early exit."""
-    return 1.0 + 3.0 + ec.eval_restarts * (2.0 * ec.eval_steps + 1.0)
 
 
 @dataclass(frozen=True)

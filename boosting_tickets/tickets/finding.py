@@ -379,6 +379,7 @@ def _ticket_meta(
         "levels": levels,
         "rewind_run": _run_summary(rewind_run, search.paths.dir) if rewind_run else None,
         "find_train_seconds": sum(r.train_seconds for r in runs),
+        "find_work_flops": sum(_run_work(r) for r in runs),
         "find_wall_seconds": wall + prune_seconds,
         "find_wall_seconds_covers": "training + per-epoch held-out evaluation of every finding "
         "run + pruning (not data loading or test-set evaluation)",
@@ -386,6 +387,11 @@ def _ticket_meta(
         "non_default": non_default(cfg),
         "environment": environment_info(),
     }
+
+
+def _run_work(run: Any) -> float:
+    """Training FLOPs of one finding run (0 for a run written before work was recorded)."""
+    return float(run.metrics[-1].get("cum_work_flops", 0.0)) if run.metrics else 0.0
 
 
 def _write_ticket(

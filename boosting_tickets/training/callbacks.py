@@ -1,6 +1,7 @@
 """The standard callbacks of a training run (see :mod:`.loop` for the hook points).
 
-In the order :func:`standard_callbacks` installs them, each epoch: held-out evaluation, the
+In the order :func:`standard_callbacks` installs them, each epoch: the work done (FLOPs, with the
+machine's load; ``training.work``), held-out evaluation, the
 catastrophic-overfitting flag, the console line, best-checkpoint selection, the resume state
 (``last.pt``), ``metrics.json`` and TensorBoard; after every step the non-finite guard and the
 progress bar. Every file goes through the atomic writers of ``core.storage``.
@@ -25,6 +26,7 @@ from ..core.storage import FAULT_ENV, atomic_torch_save, atomic_write_json, read
 from ..models.checkpoints import save_model
 from .hparams import RunConfig, eval_protocol, held_out_size, train_attack_spec
 from .loop import Callback, StepEnd, TrainState
+from .work import meter as work_meter
 
 STATE_FORMAT = "boosting-tickets/train-state"
 Say = Callable[[str], None]
@@ -293,6 +295,7 @@ class RankStats(Callback):
         sums = self.dist.sum_(torch.tensor(state.epoch_sums, dtype=torch.float64))
         loss_sum, correct, seen = (float(v) for v in sums)
         row.update(train_loss=loss_sum / max(seen, 1), train_acc=correct / max(seen, 1))
+        row["images"] = int(seen)
         # Wall time: the slowest rank's, which the others waited for.
         slowest = self.dist.gather(row["train_seconds"])
         row["train_seconds"] = max(slowest)
@@ -423,6 +426,7 @@ def standard_callbacks(
     tc, dist = cfg.train, dist or Distributed()
     primary = dist.primary
     out: list[Callback] = [RankStats(dist)] if dist.active else []
+    out.append(work_meter(cfg))
     fault = os.environ.get(FAULT_ENV, "")
     if fault.startswith("kill_at_step:"):
         out.append(KillAtStep(fault, dist))

@@ -95,7 +95,7 @@ def fit(
     schedule; ``step(x, y)`` does one optimizer step -- the objective (attack included), the
     backward pass and the update (masking pruned weights, averaging over ranks) -- and returns
     (loss, logits) of the batch. Each epoch appends a row (epoch, lr, train_loss, train_acc,
-    train_seconds, cum_train_seconds; loss and accuracy over this process's images, which
+    train_seconds, cum_train_seconds, images; loss, accuracy and images of this process, which
     ``state.epoch_sums`` holds for callbacks that combine ranks) that the callbacks extend.
     Returns ``state``.
     """
@@ -127,6 +127,7 @@ def fit(
         state.epoch_sums = (loss_sum, correct, seen)
         row = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / max(seen, 1)}
         row.update(train_acc=correct / max(seen, 1), train_seconds=seconds, cum_train_seconds=cum)
+        row["images"] = seen
         state.rows.append(row)
         state.epoch = epoch + 1
         for cb in callbacks:
