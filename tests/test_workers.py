@@ -136,11 +136,14 @@ def test_bad_shard_is_one_line_and_writes_nothing(suite, tmp_path, shard, capsys
 
 
 def test_local_launcher_runs_workers_with_their_own_threads(suite, tmp_path):
+    """The launch settings come from the suite's [launch] table; the workers must not read it
+    again and launch workers of their own (they once did, without end)."""
+    suite.write_text(suite.read_text() + '\n[launch]\nlauncher = "local"\nworkers = 2\n')
     out = tmp_path / "out"
-    proc = run_cli("bench", "run", str(suite), "--out", str(out), "--seeds", "2",
-                   "--launcher", "local", "--workers", "2", env=ENV)  # fmt: skip
+    proc = run_cli("bench", "run", str(suite), "--out", str(out), "--seeds", "2", env=ENV)
     assert proc.returncode == 0, proc.stderr
     assert "[worker 0]" in proc.stdout and "[worker 1]" in proc.stdout
+    assert proc.stdout.count("2 local workers") == 1, "a worker launched workers"
     assert len(read_results(out / "results.json")["rows"]) == 6
     assert all(len(a) == 1 for a in _attempts(out).values())
 
@@ -318,3 +321,11 @@ def test_simulated_wall_time_is_bounded_by_the_work_and_the_longest_chain(raw, w
     assert 0 < sched.busy_fraction <= 1 + 1e-9
     if workers == 1:
         assert abs(sched.wall_seconds - total) < 1e-6
+
+
+def test_a_worker_never_reads_the_suites_launch_table_again():
+    from boosting_tickets.bench.launch import worker_argv
+
+    argv = worker_argv("quick", suite_dirs=(), seeds=None, out="o", data_dir=None, device=None,
+                       threads=1)  # fmt: skip
+    assert argv[argv.index("--launcher") + 1] == "here"

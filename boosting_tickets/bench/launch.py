@@ -77,8 +77,9 @@ def worker_argv(
     threads: int,
     nproc: int = 1,
 ) -> list[str]:
-    """The ``bench run`` arguments of one worker (launcher ``here``)."""
-    argv = ["bench", "run", suite, "--out", out, "--threads", str(threads)]
+    """The ``bench run`` arguments of one worker. ``--launcher here`` always: a suite whose
+    ``[launch]`` table asks for workers must not make each worker launch workers of its own."""
+    argv = ["bench", "run", suite, "--out", out, "--threads", str(threads), "--launcher", "here"]
     for d in suite_dirs:
         argv += ["--suite-dir", d]
     if seeds is not None:
