@@ -597,6 +597,9 @@ description = "fault injection: dense vs ticket vs reinit on synthetic data, sec
 seeds = [0]
 device = "cpu"
 
+[compare]
+allow_weak_stats = true
+
 [run.data]
 dataset = "synthetic"
 train_subset = 64

@@ -88,9 +88,11 @@ def cli_call(args: list[str], capsys) -> tuple[int, str, str]:
 
 def tiny_suite(arms: str, description: str = "a tiny suite") -> str:
     """A suite file of one seed on 64 synthetic images (WRN-10-1, one PGD-1 epoch, PGD-1
-    evaluation, tickets found by one natural epoch); ``arms`` holds its [[arms]] tables."""
+    evaluation, tickets found by one natural epoch); ``arms`` holds its [[arms]] tables. It
+    allows weak statistics: one seed gives numbers, not verdicts."""
     return (
         f'description = "{description}"\nseeds = [0]\n'
+        "[compare]\nallow_weak_stats = true\n"
         '[run.data]\ndataset = "synthetic"\ntrain_subset = 64\nval_size = 16\ntest_subset = 16\n'
         "batch_size = 16\n"
         '[run.model]\nmodel = "wrn-10-1"\n'

@@ -4,6 +4,7 @@ the CLI's plan/list/errors, and the results file it writes."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from support import cli_call, run_cli
@@ -21,11 +22,15 @@ def cli(capsys, *args: str) -> tuple[int, str, str]:
     return cli_call(list(args), capsys)
 
 
+REPO_SUITES = Path(__file__).resolve().parent.parent / "boosting_tickets" / "suites"
 BROKEN_LR = 0.0123  # the 'broken' arm's lr: the patched loss turns NaN for it
 
 SUITE = """
 description = "tiny synthetic suite for the runner tests"
 seeds = [0]
+
+[compare]
+allow_weak_stats = true
 
 [run.data]
 dataset = "synthetic"
@@ -159,13 +164,23 @@ def test_results_file(bench_dir):
     assert t["sparsity"] == pytest.approx(0.8, abs=0.01)
     assert t["nonzero_params"] < 0.3 * t["params"] and rows["dense"]["params"] == t["params"]
     conv = t["convergence"]
-    dense_best = max(c["val_pgd"] for c in rows["dense"]["curve"])
-    assert conv["target"] == pytest.approx(dense_best) and t["baseline"] == "dense"
+    # The default target: dense's held-out PGD over its last quarter of epochs (here 1 of 2).
+    assert doc["compare"]["rule"] == "baseline-plateau" and doc["compare"]["heldout_n"] > 0
+    plateau = rows["dense"]["curve"][-1]["val_pgd"]
+    assert conv["target"] == pytest.approx(plateau) and t["baseline"] == "dense"
+    assert rows["dense"]["convergence"]["target"] == conv["target"]
+    # Work: every epoch row carries it; a ticket's includes its finding.
+    assert t["curve"][0]["work_flops"] > 0 and t["find_work_flops"] > 0
+    assert rows["dense"]["find_work_flops"] is None
     if conv["epochs_to_target"] is not None:
         reached = t["curve"][conv["epochs_to_target"] - 1]
         assert conv["total_seconds_to_target"] == pytest.approx(
             reached["cum_train_seconds"] + t["find_train_seconds"]
         )
+        assert conv["work_to_target"] == pytest.approx(
+            reached["cum_work_flops"] + t["find_work_flops"]
+        )
+    assert doc["environment"]["git_clean"] in (True, False, None)
     w = doc["wall_seconds"]
     assert w["find_train_seconds"] == pytest.approx(t["find_train_seconds"])
     assert w["train_seconds"] == pytest.approx(sum(x["train_seconds"] for x in doc["rows"]))
@@ -200,7 +215,10 @@ def test_cli_reuses_runs_and_tables_read_them(bench_dir):
     assert {r[1] for r in report.tables["paired"].rows} == {"ticket-natural", "reinit"}
     readme = (root / "results" / "README.md").read_text()
     # Whatever the tiny runs measured, the README states a computed verdict for the ticket.
-    assert re.search(r"ticket-natural (was faster|was not faster|never reached)", readme)
+    assert re.search(
+        r"ticket-natural\*\* vs dense \(.*\): work: (\*\*)?(faster|slower|inconclusive|no verdict)",
+        readme,
+    )
 
 
 def test_out_dir_of_another_suite_is_refused(bench_dir, tmp_path):
@@ -240,6 +258,28 @@ def test_cli_errors_are_one_line(args, fragment, capsys):
     assert code == 2
     assert err.startswith("error: ") and err.count("\n") == 1
     assert fragment in err
+
+
+def test_weak_statistics_are_refused_at_planning_time_unless_allowed(tmp_path, capsys):
+    out = str(tmp_path / "o")
+    # 2 seeds: refused before anything is written, and the line says how to go on.
+    code, _, err = cli(capsys, "bench", "run", "sweep-capacity", "--out", out)
+    assert code == 2 and err.count("\n") == 1 and not (tmp_path / "o").exists()
+    assert "runs 2 seed(s); intervals and verdicts need at least 3" in err
+    assert "--allow-weak-stats" in err
+    # A fixed target at chance (10 classes, 300 held-out images: floor 13.5%).
+    weak = tmp_path / "chance.toml"
+    text = (
+        (REPO_SUITES / "quick.toml")
+        .read_text()
+        .replace('target = "baseline-plateau"', "target = 0.12")
+    )
+    weak.write_text(text)
+    code, _, err = cli(capsys, "bench", "run", str(weak), "--out", out)
+    assert code == 2 and "at or below chance + 2 SE of its 300 held-out images (0.135)" in err
+    # A dry run plans it with the warning; --allow-weak-stats would run it with the warning.
+    code, text, err = cli(capsys, "bench", "run", "sweep-capacity", "--dry-run")
+    assert code == 0 and "warning: suite sweep-capacity runs 2 seed(s)" in err
 
 
 def test_bench_list_shows_every_suite(capsys):

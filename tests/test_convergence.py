@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from boosting_tickets.bench.convergence import (
+from boosting_tickets.report.convergence import (
     best_epoch,
     epochs_to_target,
     first_reach,
@@ -59,7 +59,22 @@ def test_summary_of_a_ticket_run():
         "epoch1_val_clean": 0.65,
         "epochs": 4,
         "train_seconds": 44.0,
+        # the hand-made curve records no work: no work numbers, rather than made-up ones
+        "work_to_target": None,
+        "reference_seconds_to_target": None,
+        "work_flops": None,
     }
+
+
+def test_work_to_target_counts_the_finding_and_converts_at_the_reference_rate():
+    from boosting_tickets.training.work import paper_implied_rate
+
+    rows = [dict(r, cum_work_flops=2e12 * r["epoch"]) for r in TICKET]
+    s = summarize(rows, target=0.5, find_seconds=15.0, find_work=1e12)
+    assert s["work_to_target"] == 5e12  # 2 epochs x 2 TFLOP + 1 TFLOP of finding
+    assert s["reference_seconds_to_target"] == pytest.approx(5e12 / paper_implied_rate())
+    assert s["work_flops"] == 8e12
+    assert summarize(rows, target=0.5, find_work=None)["work_to_target"] is None
 
 
 def test_unreached_target_and_unknown_target():

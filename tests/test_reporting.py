@@ -11,10 +11,9 @@ from support import run_cli
 
 from boosting_tickets.core.errors import UserError
 from boosting_tickets.report.build import regenerate
-from boosting_tickets.report.compare import speed_verdict
 from boosting_tickets.report.formats import csv_text, fmt_interval, latex_escape
 from boosting_tickets.report.results import read_results, write_results
-from boosting_tickets.report.stats import mean_ci, paired_difference
+from boosting_tickets.report.stats import mean_ci
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "tests" / "fixtures"
@@ -35,7 +34,7 @@ def test_tables_from_the_fixture_are_byte_identical(tmp_path):
         "README.md",
         *(
             f"tables/{t}.{ext}"
-            for t in ("summary", "convergence", "paired")
+            for t in ("summary", "convergence", "paired", "per_seed", "published")
             for ext in ("md", "csv", "tex")
         ),
     }
@@ -45,18 +44,25 @@ def test_tables_from_the_fixture_are_byte_identical(tmp_path):
         assert got[name] == data, f"{name} differs from tests/fixtures/expected/{name}"
     # The console shows the comparison table and the computed verdicts.
     assert "| fixture-mini | ticket-natural |" in proc.stdout
-    assert "ticket-natural was faster than dense" in proc.stdout
-    assert "reinit was not faster than dense: it missed the target in 1 of 2 seeds" in proc.stdout
+    assert "wall-clock: inconclusive, -4 (no interval) s (2 paired seed(s): no interval)" in (
+        proc.stdout
+    )
+    assert "reinit vs dense (1 of 2 seeds reached the target)" in proc.stdout
 
 
 def test_readme_is_truthful_to_the_fixture():
     readme = (FIXTURES / "expected" / "README.md").read_text()
-    # ticket-natural: -5 s (seed 0) and -2 s (seed 1): faster on average, interval includes zero.
-    assert "ticket-natural was faster than dense: 3.5 s less total time" in readme
-    assert "includes zero (within seed noise)" in readme
-    # ticket-fgsm needed 40 s + 8 s of finding vs 30 s: not faster.
-    assert "ticket-fgsm was not faster than dense: 18.0 s more total time" in readme
+    # ticket-natural: -5 s (seed 0) and -2 s (seed 1): two seeds give no interval, no verdict.
+    assert "**fixture-mini / ticket-natural** vs dense (2 of 2 seeds reached the target)" in readme
+    assert "wall-clock: **inconclusive**, -4 (no interval) s (2 paired seed(s): no interval)" in (
+        readme
+    )
+    # The fixture predates work accounting: no work verdict, and it says why.
+    assert "work: no verdict (no work recorded: results written before work was)" in readme
+    # ticket-fgsm has one seed (seed 1 failed): the per-seed value, no interval.
+    assert "+18 (no interval) s" in readme
     assert "seed 1 failed (find) and is not tabulated" in readme
+    assert "ticket-fgsm: 1 seed(s), fewer than the 3 an interval needs" in readme
     summary = (FIXTURES / "expected" / "tables" / "summary.md").read_text()
     assert "| ticket-fgsm    | ticket found by FGSM training    | ticket | measured | 1 " in summary
 
@@ -67,7 +73,7 @@ def test_figures_are_pngs_indexed_by_the_readme(tmp_path):
     assert pngs == [
         "fixture-mini_epoch1.png",
         "fixture-mini_pgd_vs_epoch.png",
-        "fixture-mini_pgd_vs_time.png",
+        "fixture-mini_pgd_vs_work.png",
     ]
     for name in pngs:
         assert (tmp_path / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -160,16 +166,19 @@ def test_published_rows_appear_only_under_their_protocol(tmp_path):
         reference=["li2020-table3"],
     )
     report = regenerate(tmp_path / "match", tmp_path / "out", with_figures=False)
-    ref = {r[1]: r for r in report.tables["summary"].rows if r[3] == "reference"}
+    # Published rows sit in their own table, with their protocol differences, never in the
+    # summary's like-for-like columns.
+    assert not [r for r in report.tables["summary"].rows if r[4] == "published"]
+    ref = {r[1]: r for r in report.tables["published"].rows}
     assert set(ref) == {
         "paper:dense",
         "paper:ticket-fgsm@40ep",
         "paper:ticket-fgsm@70ep",
         "paper:ticket-fgsm@100ep",
     }
-    assert ref["paper:dense"][4] == "published" and ref["paper:dense"][10] == "50.07"
-    assert ref["paper:dense"][-1] == "134764"  # total time, Table 3
-    assert ref["paper:dense"][6] == "46160474"  # WRN-34-10 from our architecture
+    assert ref["paper:dense"][6] == "50.07" and ref["paper:dense"][7] == "134764"
+    diffs = ref["paper:dense"][-1]
+    assert "final epoch" in diffs and "random start" in diffs and "test set" in diffs
     readme = (tmp_path / "out" / "README.md").read_text()
     assert "4 published row(s)" in readme
 
@@ -183,7 +192,7 @@ def test_published_rows_appear_only_under_their_protocol(tmp_path):
         reference=["li2020-table3"],
     )
     report = regenerate(tmp_path / "match", tmp_path / "out2", with_figures=False)
-    assert not [r for r in report.tables["summary"].rows if r[3] == "reference"]
+    assert not report.tables["published"].rows
     readme = (tmp_path / "out2" / "README.md").read_text()
     assert "Table 3 is not shown: protocol differs" in readme
 
@@ -193,36 +202,15 @@ def test_missing_or_empty_results_dir(tmp_path):
         regenerate(tmp_path / "nope", tmp_path / "out")
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "metrics.json").write_text("{}")
-    with pytest.raises(UserError, match="no results files under"):
+    with pytest.raises(UserError, match="no results files or finished runs under"):
         regenerate(tmp_path / "empty", tmp_path / "out")
     assert not (tmp_path / "out").exists()
-
-
-def test_speed_verdicts():
-    faster = speed_verdict(
-        "t",
-        "d",
-        paired_difference({0: 20.0, 1: 25.0, 2: 22.0}, {0: 30.0, 1: 31.0, 2: 33.0}),
-        paired_difference({0: 2, 1: 2, 2: 2}, {0: 3, 1: 3, 2: 4}),
-        (3, 3),
-    )
-    assert faster[0] == "faster" and "excludes zero" in faster[1] and "fewer" in faster[1]
-    slower = speed_verdict(
-        "t", "d", paired_difference({0: 40.0}, {0: 30.0}), paired_difference({0: 2}, {0: 3}), (1, 1)
-    )
-    assert slower[0] == "not faster" and "10.0 s more" in slower[1] and "1 seed" in slower[1]
-    never = speed_verdict(
-        "t", "d", paired_difference({}, {0: 1.0}), paired_difference({}, {}), (0, 2)
-    )
-    assert never == (
-        "not faster",
-        "t never reached the target (0 of 2 seeds), so it was not faster than d",
-    )
 
 
 def test_cell_formats():
     assert fmt_interval(mean_ci([0.4, 0.5, 0.6]), pct=True) == "50.00 ± 24.84"
     assert fmt_interval(mean_ci([0.5]), pct=True) == "50.00"
+    assert fmt_interval(mean_ci([0.4, 0.5]), pct=True) == "40.00, 50.00 (no interval)"
     assert fmt_interval(mean_ci([]), pct=True) == "–"
     assert latex_escape("a_b 5% & ± – #1 {x}") == r"a\_b 5\% \& $\pm$ -- \#1 \{x\}"
     assert csv_text(["a", "b"], [[None, 0.1234567891], [3, "x,y"]]) == 'a,b\n,0.123457\n3,"x,y"\n'

@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..data.registry import get_spec
-from ..models.registry import forward_flops
 from ..training.hparams import RunConfig
 from ..training.work import eval_passes, train_passes
 
@@ -25,10 +24,8 @@ from ..training.work import eval_passes, train_passes
 # run with one thread on this project's shared 2-core machine (docs/benchmarks.md). It folds in the
 # early exit of the evaluation (the model counts every PGD step) and the small convolutions' low
 # efficiency; a quiet 2-core run is faster, so CPU estimates err long. GPU: implied by the paper's
-# 134,764 s for the dense WRN-34-10 (Table 3, 2x V100), from the same cost model.
+# 134,764 s for the dense WRN-34-10 (Table 3, 2x V100), from the same cost model (training.work).
 CPU_EFFECTIVE_FLOPS = 7.4e10
-PAPER_DENSE_SECONDS = 134764.0
-PAPER_HARDWARE = "2x V100"
 
 
 @dataclass(frozen=True)
@@ -65,16 +62,6 @@ def run_flops(cfg: RunConfig, sizes: SplitSizes, fwd: float) -> dict[str, float]
         "eval": per_epoch_eval * epochs + test,
         "total": (per_epoch_train + per_epoch_eval) * epochs + test,
     }
-
-
-def paper_implied_rate() -> float:
-    """FLOP/s implied by the paper's 134,764 s for dense WRN-34-10 PGD-10 training (Table 3).
-
-    Cost model: 100 epochs x 50,000 CIFAR-10 images x (2*10+3) passes x the forward FLOPs of
-    WRN-34-10 on 32x32 (training only; the paper does not say what its time includes beyond that).
-    """
-    fwd = forward_flops("wrn-34-10", 3, 32, 10)
-    return 100 * 50000 * (2 * 10 + 3) * fwd / PAPER_DENSE_SECONDS
 
 
 def fmt_seconds(s: float) -> str:

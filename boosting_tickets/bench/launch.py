@@ -76,6 +76,7 @@ def worker_argv(
     device: str | None,
     threads: int,
     nproc: int = 1,
+    allow_weak_stats: bool = False,
 ) -> list[str]:
     """The ``bench run`` arguments of one worker. ``--launcher here`` always: a suite whose
     ``[launch]`` table asks for workers must not make each worker launch workers of its own."""
@@ -90,6 +91,8 @@ def worker_argv(
         argv += ["--device", device]
     if nproc > 1:
         argv += ["--nproc", str(nproc)]
+    if allow_weak_stats:
+        argv += ["--allow-weak-stats"]
     return argv
 
 

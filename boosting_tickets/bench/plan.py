@@ -10,22 +10,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core.config import config_hash
+from ..core.errors import UserError
 from ..models.registry import forward_flops
 from ..report.formats import markdown_table
 from ..report.published import published_tables
 from ..training.hparams import RunConfig, eval_protocol, held_out_size, select_label
 from ..training.objectives import objectives
-from .cost import (
-    CPU_EFFECTIVE_FLOPS,
-    PAPER_DENSE_SECONDS,
-    PAPER_HARDWARE,
-    fmt_flops,
-    fmt_seconds,
-    paper_implied_rate,
-    run_flops,
-    split_sizes,
-    train_passes,
-)
+from ..training.work import PAPER_DENSE_SECONDS, PAPER_HARDWARE, paper_implied_rate, train_passes
+from .cost import CPU_EFFECTIVE_FLOPS, fmt_flops, fmt_seconds, run_flops, split_sizes
 from .suites import Arm, Suite
 
 
@@ -215,3 +207,34 @@ def launch_estimate(plan: Sequence[PlannedRun], workers: int, gpus_per_worker: i
         for ln in lines
     ]  # fmt: skip
     return "estimated wall time: " + describe(simulate(tasks, workers), workers, what)
+
+
+def check_statistics(suite: Suite, seeds: Sequence[int], *, allow: bool) -> list[str]:
+    """Refuse, at planning time, a suite whose statistics cannot give a verdict: fewer seeds than
+    an interval needs, or a fixed target at or below chance + 2 SE of the held-out set. With
+    ``allow`` (``--allow-weak-stats`` or the suite's ``allow_weak_stats``) return the warnings
+    instead. (A suite without a dense baseline is refused when it is read.)"""
+    from ..data.registry import get_spec
+    from ..report.stats import MIN_SEEDS
+    from ..report.targets import chance_floor
+
+    problems = []
+    if len(seeds) < MIN_SEEDS:
+        problems.append(
+            f"suite {suite.name} runs {len(seeds)} seed(s); intervals and verdicts need at "
+            f"least {MIN_SEEDS} (use --seeds {MIN_SEEDS})"
+        )
+    spec = get_spec(suite.run.data.dataset)
+    floor = chance_floor(spec.num_classes, held_out_size(suite.run))
+    target = suite.compare.target
+    if target is not None and target <= floor:
+        problems.append(
+            f"suite {suite.name}: target {target:g} is at or below chance + 2 SE of its "
+            f"{held_out_size(suite.run)} held-out images ({floor:.3f}); every arm reaches it by "
+            "guessing (raise compare.target or val_size)"
+        )
+    if problems and not allow:
+        raise UserError(
+            "; ".join(problems) + "; or pass --allow-weak-stats to run it without verdicts"
+        )
+    return [f"warning: {p}; running anyway (--allow-weak-stats)" for p in problems]

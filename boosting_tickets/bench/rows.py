@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..core.config import non_default
+from ..data.registry import get_spec
 from ..report.results import write_results
-from ..training.hparams import train_attack_spec
-from .convergence import best_epoch, summarize
+from ..report.targets import chance_floor, with_convergence
+from ..training.hparams import held_out_size, train_attack_spec
+from ..training.work import WORK_KEYS, rows_with_work
 from .plan import suite_protocol
 from .suites import Suite
 
@@ -32,39 +34,25 @@ CURVE_KEYS = (
     "cum_train_seconds",
     "eval_seconds",
     "overfit",
+    *WORK_KEYS,
 )
 
 
-def _target(
-    suite: Suite, outcome: Outcome, by_arm_seed: Mapping[tuple[str, int], Outcome]
-) -> tuple[float | None, str | None]:
-    """(target accuracy, baseline arm name) for ``outcome``'s convergence numbers."""
-
-    arm = outcome.planned.arm
-    base = suite.baseline_of(arm)
-    base_name = base.name if base is not None else None
-    if suite.compare.target is not None:
-        return suite.compare.target, base_name
-    ref = outcome if base is None else by_arm_seed.get((base.name, outcome.planned.seed))
-    if ref is None:
-        return None, base_name
-    best = best_epoch(ref.result.metrics)
-    return (None if best is None else best[1] * suite.compare.target_fraction), base_name
-
-
-def build_rows(suite: Suite, outcomes: Sequence[Outcome], out: Path) -> list[dict[str, Any]]:
+def build_rows(
+    suite: Suite, outcomes: Sequence[Outcome], out: Path, train_images: int
+) -> list[dict[str, Any]]:
     """One results row per finished run (results.REQUIRED_ROW_KEYS plus convergence and curve)."""
 
-    by_arm_seed = {(o.planned.arm.name, o.planned.seed): o for o in outcomes}
     rows = []
     for o in outcomes:
         pr, res = o.planned, o.result
         test = res.test or {}
         best, final = test.get("best") or {}, test.get("final") or {}
-        target, baseline = _target(suite, o, by_arm_seed)
+        base = suite.baseline_of(pr.arm)
+        baseline = base.name if base is not None else None
         meta = o.ticket_meta or {}
         find_train = float(meta.get("find_train_seconds", 0.0))
-        conv = summarize(res.metrics, target=target, find_seconds=find_train)
+        curve = rows_with_work(pr.run, res.metrics, train_images)
         row: dict[str, Any] = {
             "arm": pr.arm.name,
             "label": pr.arm.label,
@@ -96,19 +84,42 @@ def build_rows(suite: Suite, outcomes: Sequence[Outcome], out: Path) -> list[dic
             "train_seconds": res.train_seconds,
             "run_seconds": sum(r["train_seconds"] + r["eval_seconds"] for r in res.metrics),
             "find_train_seconds": find_train if o.ticket_meta else None,
+            "find_work_flops": meta.get("find_work_flops") if o.ticket_meta else None,
             "find_wall_seconds": meta.get("find_wall_seconds"),
             "find_objective": meta.get("objective"),
             "find_lr": meta.get("find_lr"),
             "find_overfit": meta.get("catastrophic_overfitting"),
-            "convergence": conv,
-            "curve": [{k: r.get(k) for k in CURVE_KEYS} for r in res.metrics],
+            "work_per_epoch": curve[0]["work_flops"] if curve else None,
+            "per_class": _per_class(best),
+            "curve": [{k: r.get(k) for k in CURVE_KEYS} for r in curve],
             "run_dir": _rel(Path(res.run_dir), out),
             "ticket_dir": None if o.ticket_dir is None else _rel(o.ticket_dir, out),
         }
         if pr.arm.note:
             row["note"] = pr.arm.note
         rows.append(row)
-    return rows
+    return with_convergence(compare_record(suite), rows, floor=floor_of(suite))[0]
+
+
+def floor_of(suite: Suite) -> float:
+    """Chance plus two standard errors of the suite's held-out set."""
+    spec = get_spec(suite.run.data.dataset)
+    return chance_floor(spec.num_classes, held_out_size(suite.run))
+
+
+def compare_record(suite: Suite) -> dict[str, Any]:
+    """The results file's ``compare`` block: the settings, their description, the held-out size
+    and the chance floor the tables check targets against."""
+    return dataclasses.asdict(suite.compare) | {
+        "describe": suite.compare.describe(),
+        "heldout_n": held_out_size(suite.run),
+        "chance_floor": floor_of(suite),
+    }
+
+
+def _per_class(best: Mapping[str, Any]) -> Any:
+    """Per-class test accuracies of the selected model (as the evaluation wrote them)."""
+    return best.get("per_class")
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -178,7 +189,7 @@ def write_suite_results(
         suite_file=str(suite.path),
         reference=list(suite.reference),
         seeds=sorted(seeds),
-        compare=dataclasses.asdict(suite.compare) | {"describe": suite.compare.describe()},
+        compare=compare_record(suite),
         arms=_arm_records(suite, plan),
         failed=[
             {"arm": f.planned.arm.name, "seed": f.planned.seed, "stage": f.stage, "error": f.error}

@@ -162,7 +162,7 @@ class SuiteRun:
         if status == "complete" and failures:
             status = "complete-with-failures"
         self.running = running
-        rows = build_rows(self.suite, outcomes, self.paths.dir)
+        rows = build_rows(self.suite, outcomes, self.paths.dir, len(self.splits.train.labels))
         write_suite_results(self, rows, failures, running, seeds, status,
                             time.perf_counter() - self.t_start)  # fmt: skip
         return rows

@@ -20,7 +20,13 @@ TOP_KEYS = (
     "launch",
 )
 ARM_KEYS = ("name", "kind", "label", "note", "ticket_of", "published", "run", "find")
-COMPARE_KEYS = ("baseline", "target", "target_fraction")
+COMPARE_KEYS = (
+    "baseline",
+    "target",
+    "target_fraction",
+    "target_window",
+    "allow_weak_stats",
+)
 SWEEP_KEYS = ("arms", "grid")
 FIND_SECTIONS = ("train", "eval", "prune")
 DEVICES = ("cpu", "gpu")

@@ -17,8 +17,10 @@ a suite directory (:mod:`.suite_files`)::
 
     [compare]
     baseline = "dense"             # the arm tickets are compared with (same seed, same grid point)
-    target = "baseline-best"       # or a fixed held-out PGD accuracy such as 0.45
-    target_fraction = 1.0          # target = fraction x the baseline's best held-out PGD accuracy
+    target = "baseline-plateau"    # or "baseline-best", or a fixed held-out PGD accuracy (0.45)
+    target_fraction = 1.0          # target = fraction x the baseline's plateau (or best)
+    target_window = 2              # plateau: the baseline's last epochs averaged (default: 1/4)
+    allow_weak_stats = false       # true: run with fewer than 3 seeds (no intervals, no verdicts)
 
     [[arms]]
     name = "dense"                 # unique: lower-case letters, digits, '-', '.', '_'
@@ -84,21 +86,32 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
 @dataclass(frozen=True)
 class Compare:
-    """How arms are compared: the baseline arm and the convergence target.
+    """How arms are compared: the baseline arm and the convergence target (``report.targets``).
 
-    ``target`` None means "the baseline's best held-out PGD accuracy (same seed) x target_fraction";
-    a number is a fixed held-out accuracy threshold.
+    ``target`` None means the ``rule``: ``baseline-plateau`` (the baseline's held-out PGD accuracy
+    over its last ``target_window`` epochs, averaged over seeds) or ``baseline-best`` (its best
+    epoch, same seed), times ``target_fraction``; a number is a fixed held-out accuracy.
+    ``allow_weak_stats`` lets a suite run with fewer seeds than intervals need.
     """
 
     baseline: str = "dense"
     target: float | None = None
     target_fraction: float = 1.0
+    rule: str = "baseline-plateau"
+    target_window: int | None = None
+    allow_weak_stats: bool = False
 
     def describe(self) -> str:
         if self.target is not None:
             return f"fixed held-out PGD accuracy {self.target:.4g}"
         frac = "" if self.target_fraction == 1.0 else f"{self.target_fraction:g} x "
-        return f"{frac}the '{self.baseline}' arm's best held-out PGD accuracy (same seed)"
+        if self.rule == "baseline-best":
+            return f"{frac}the '{self.baseline}' arm's best held-out PGD accuracy (same seed)"
+        window = f"last {self.target_window}" if self.target_window else "last quarter of the"
+        return (
+            f"{frac}the '{self.baseline}' arm's held-out PGD accuracy over its {window} epochs, "
+            "averaged over seeds"
+        )
 
 
 @dataclass(frozen=True)
@@ -420,21 +433,31 @@ def _compare(raw: Mapping[str, Any], where: str, arms: Mapping[str, Arm]) -> Com
             f"{where} [compare]: baseline '{baseline}' is not a dense arm (dense arms: {dense}); "
             "add a dense arm or name one in compare.baseline"
         )
-    target = raw.get("target", "baseline-best")
-    if target == "baseline-best":
-        target_value = None
+    target = raw.get("target", "baseline-plateau")
+    rule, target_value = "baseline-plateau", None
+    if target in ("baseline-plateau", "baseline-best"):
+        rule = target
     elif isinstance(target, int | float) and not isinstance(target, bool) and 0 < target <= 1:
-        target_value = float(target)
+        rule, target_value = "fixed", float(target)
     else:
         raise UserError(
-            f'{where} [compare]: target = {target!r}; use "baseline-best" or an accuracy in (0, 1]'
+            f'{where} [compare]: target = {target!r}; use "baseline-plateau", "baseline-best" or '
+            "an accuracy in (0, 1]"
         )
+    window = raw.get("target_window")
+    if window is not None and (
+        isinstance(window, bool) or not isinstance(window, int) or window < 1
+    ):
+        raise UserError(f"{where} [compare]: target_window = {window!r}; use a whole number >= 1")
+    weak = raw.get("allow_weak_stats", False)
+    if not isinstance(weak, bool):
+        raise UserError(f"{where} [compare]: allow_weak_stats = {weak!r}; use true or false")
     fraction = raw.get("target_fraction", 1.0)
     if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction <= 1:
         raise UserError(
             f"{where} [compare]: target_fraction = {fraction!r}; use a number in (0, 1]"
         )
-    return Compare(baseline=baseline, target=target_value, target_fraction=float(fraction))
+    return Compare(baseline, target_value, float(fraction), rule, window, weak)
 
 
 def split_settings(cfg: RunConfig) -> dict[str, Any]:

@@ -27,6 +27,7 @@ COMMANDS = {
     "find-ticket": "boosting_tickets.cli.tickets:find_ticket_command",
     "bench": "boosting_tickets.cli.bench:bench",
     "tables": "boosting_tickets.cli.tables:tables_command",
+    "runs": "boosting_tickets.cli.runs:runs_command",
     "compare": "boosting_tickets.cli.compare:compare",
     "doctor": "boosting_tickets.cli.doctor:doctor_command",
 }

@@ -59,6 +59,12 @@ def bench() -> None:
     "without it, workers share the runs through claims).",
 )
 @nproc_option
+@click.option(
+    "--allow-weak-stats",
+    is_flag=True,
+    help="Run a suite whose statistics cannot give verdicts (fewer than 3 seeds, or a target "
+    "at chance), with a warning, instead of refusing it.",
+)
 @config_options(LaunchConfig)
 def run_command(
     suite: str,
@@ -71,6 +77,7 @@ def run_command(
     threads: int | None,
     shard: str | None,
     nproc: int | None,
+    allow_weak_stats: bool,
     **launch_flags: Any,
 ) -> None:
     """Run SUITE (a packaged suite, one in --suite-dir, or a path to a .toml): every arm x seed,
@@ -79,12 +86,15 @@ def run_command(
     Any number of these commands (here, or on machines sharing the output directory) work through
     one suite together, each claiming the runs it trains; --launcher local|slurm starts such
     workers for you. With --dry-run, print the plan and its cost estimate and run nothing."""
-    from ..bench.plan import format_plan, plan_suite
+    from ..bench.plan import check_statistics, format_plan, plan_suite
     from ..bench.runner import parse_shard
 
     s = _suite(suite, suite_dirs, data_dir, device)
     launch = _launch_config(s, launch_flags)
     chosen = s.seeds_for(seeds)
+    weak = allow_weak_stats or s.compare.allow_weak_stats
+    for line in check_statistics(s, chosen, allow=weak or dry_run):
+        click.echo(line, err=True)
     static = parse_shard(shard) if shard is not None else None
     if static is not None and launch.launcher != "here":
         raise UserError(
@@ -101,7 +111,7 @@ def run_command(
     check_creatable(out_dir / "results.json")
     argv = worker_argv(
         suite, suite_dirs=suite_dirs, seeds=seeds, out=str(out_dir), data_dir=data_dir,
-        device=device, threads=threads or 1, nproc=nproc or 1,
+        device=device, threads=threads or 1, nproc=nproc or 1, allow_weak_stats=weak,
     )  # fmt: skip
     if launch.launcher == "local":
         _run_local(s, launch, argv, out_dir, nproc)

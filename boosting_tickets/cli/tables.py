@@ -20,7 +20,9 @@ from .options import out_dir_option
 @click.option("--no-figures", is_flag=True, help="Skip the PNG figures (tables and README only).")
 def tables_command(results_dir: str, out: str, mix_protocols: bool, no_figures: bool) -> None:
     """Regenerate Markdown/CSV/LaTeX tables, figures and README.md under --out from the raw
-    results JSON files found (recursively) in RESULTS_DIR [default: runs/bench]."""
+    results JSON files found (recursively) in RESULTS_DIR [default: runs/bench], plus every
+    finished train/retrain run there that no results file lists (one table block per
+    protocol)."""
     from ..report.build import regenerate
     from ..report.formats import markdown_table
 
@@ -35,4 +37,6 @@ def tables_command(results_dir: str, out: str, mix_protocols: bool, no_figures: 
         click.echo(markdown_table(paired.headers, paired.rows))
     for line in report.findings:
         click.echo(f"- {line.replace('**', '')}")
+    for line in report.warnings:
+        click.echo(f"warning: {line}")
     click.echo(f"wrote {len(report.files)} files under {out}/ (index: {Path(out) / 'README.md'})")

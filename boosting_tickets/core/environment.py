@@ -78,7 +78,8 @@ def environment_info(device: Any = None) -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "packages": package_versions(),
-        "git_commit": git_commit(),
+        "git_commit": (commit := git_commit()),
+        "git_clean": None if commit is None else not commit.endswith("+dirty"),
         **device_description(device),
     }
 

@@ -25,7 +25,7 @@ from ..core.errors import UserError
 from .collect import ResultsDoc, check_protocols, find_results, group_rows, reference_groups
 from .compare import baseline_group, compare_arms
 from .formats import Table
-from .readme import findings, readme
+from .readme import findings, readme, warnings
 from .tables import ReportContext, table_registry
 
 
@@ -37,6 +37,7 @@ class Report:
     files: dict[str, str | bytes]
     tables: dict[str, Table]
     findings: list[str]
+    warnings: list[str]
 
 
 def build_report(
@@ -71,11 +72,12 @@ def build_report(
     for name, data in figs.items():
         files[f"figures/{name}"] = data
     found = findings(docs, comparisons)
+    warned = warnings(docs, groups)
     files["README.md"] = readme(
-        docs, tables, groups, found, ref_notes, sorted(figs), with_figures=with_figures,
+        docs, tables, groups, found, warned, ref_notes, sorted(figs), with_figures=with_figures,
         source=source,
     )  # fmt: skip
-    return Report(files, {t.name: t for t in tables}, found)
+    return Report(files, {t.name: t for t in tables}, found, warned)
 
 
 def regenerate(

@@ -32,8 +32,10 @@ class ResultsDoc:
         return self.doc.get("protocol", {})
 
 
-def find_results(root: str | Path) -> list[ResultsDoc]:
-    """Every results file under ``root`` (recursively), sorted by relative path."""
+def find_results(root: str | Path, *, standalone: bool = True) -> list[ResultsDoc]:
+    """Every results file under ``root`` (recursively), sorted by relative path; with
+    ``standalone``, also the finished train/retrain runs no results file lists, as one
+    document per protocol (``report.runs``)."""
     from .results import read_results
 
     base = Path(root)
@@ -53,10 +55,15 @@ def find_results(root: str | Path) -> list[ResultsDoc]:
             continue
         if _HEAD_MARK in head:
             out.append(ResultsDoc(p, p.relative_to(base).as_posix(), read_results(p)))
+    if standalone:
+        from .runs import standalone_docs
+
+        for doc in standalone_docs(base):
+            out.append(ResultsDoc(base / doc["suite"], f"{doc['suite']} (standalone runs)", doc))
     if not out:
         raise UserError(
-            f"no results files under {base}; run 'boosting-tickets bench run quick' first "
-            "(it writes <out>/results.json)"
+            f"no results files or finished runs under {base}; run 'boosting-tickets bench run "
+            "quick' first (it writes <out>/results.json)"
         )
     return out
 
@@ -107,6 +114,7 @@ class Group:
     arm: str
     rows: list[Mapping[str, Any]] = field(default_factory=list)
     protocol: Mapping[str, Any] = field(default_factory=dict)
+    target: Mapping[str, Any] | None = None  # report.targets.Target.record() of its comparison
 
     @property
     def first(self) -> Mapping[str, Any]:
@@ -148,15 +156,31 @@ def total_train_seconds(r: Mapping[str, Any]) -> float | None:
     return float(r["train_seconds"]) + float(r.get("find_train_seconds") or 0.0)
 
 
+def judged_rows(d: ResultsDoc) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The rows of ``d`` with convergence recomputed from their curves under the suite's target
+    rule (``report.targets``), and the target records by baseline arm. Rows without curves
+    (zoo models) pass through."""
+    from .targets import with_convergence
+
+    compare = d.doc.get("compare") or {}
+    rows = list(d.doc.get("rows", []))
+    curved = [r for r in rows if r.get("curve")]
+    judged, records = with_convergence(compare, curved, floor=compare.get("chance_floor"))
+    by_id = {id(r): j for r, j in zip(curved, judged, strict=True)}
+    return [by_id.get(id(r), dict(r)) for r in rows], records
+
+
 def group_rows(docs: Sequence[ResultsDoc]) -> list[Group]:
     """Groups in file order, arms in the order their rows first appear."""
     groups: list[Group] = []
     for d in docs:
         index: dict[str, Group] = {}
-        for r in d.doc.get("rows", []):
+        rows, targets = judged_rows(d)
+        for r in rows:
             g = index.get(r["arm"])
             if g is None:
                 g = Group(d, d.suite, r["arm"], protocol=d.protocol)
+                g.target = targets.get(r.get("baseline") or r["arm"])
                 index[r["arm"]] = g
                 groups.append(g)
             g.rows.append(r)
@@ -232,6 +256,7 @@ def reference_groups(groups: Sequence[Group]) -> tuple[list[Group], list[str]]:
                     "epochs": pr.epochs,
                     "total_seconds": pr.total_seconds,
                     "note": pr.note or table.source,
+                    "protocol_differences": list(table.differences),
                     **dict(pr.extra),
                 }
                 grp = Group(None, table.source, pr.arm, [row], protocol=dict(table.protocol))

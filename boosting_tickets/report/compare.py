@@ -1,12 +1,31 @@
-"""Each measured arm against its dense baseline, paired by seed, and the speed verdict."""
+"""Each measured arm against its dense baseline, paired by seed, and the speed verdicts.
+
+Speed gets two verdicts, one per cost axis, each ``faster``, ``slower`` or ``inconclusive``
+(:func:`speed_verdict`): **work** (training FLOPs to the target, ticket finding included; what a
+noisy machine cannot distort) and **wall-clock** (training seconds to the target, finding
+included). A verdict needs the target above chance (``report.targets``), at least
+``stats.MIN_SEEDS`` seeds where both arms reached it, and a paired 95% t-interval of the
+difference that excludes zero. Otherwise it is ``inconclusive`` (or ``no verdict`` when there is
+nothing to judge), with the reason.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from .collect import Group, convergence_field
-from .stats import Paired, paired_difference
+from .stats import MIN_SEEDS, Paired, paired_difference
+
+FASTER, SLOWER, INCONCLUSIVE, NO_VERDICT = "faster", "slower", "inconclusive", "no verdict"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One axis's verdict and why."""
+
+    verdict: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -18,10 +37,17 @@ class ArmComparison:
     pgd: Paired
     clean: Paired
     epochs: Paired
+    work: Paired
     total_seconds: Paired
     reached: tuple[int, int]  # (seeds where the arm reached the target, seeds with a target)
-    verdict: str
+    work_verdict: Verdict
+    wall_verdict: Verdict
     sentence: str
+
+    @property
+    def verdict(self) -> str:
+        """The work verdict: the primary one."""
+        return self.work_verdict.verdict
 
 
 def baseline_group(g: Group, groups: Sequence[Group]) -> Group | None:
@@ -35,93 +61,92 @@ def baseline_group(g: Group, groups: Sequence[Group]) -> Group | None:
     return None
 
 
-def fmt_diff(p: Paired, *, pct: bool, digits: int, unit: str = "") -> str:
+def fmt_diff(p: Paired, *, pct: bool = False, digits: int = 2, scale: float | None = None) -> str:
+    """``+1.23 [-0.40, +2.86]``, or the mean with "(no interval)" below ``MIN_SEEDS`` pairs."""
     iv = p.diff
     if iv.mean is None:
         return "–"
-    scale = 100.0 if pct else 1.0
-    text = f"{scale * iv.mean:+.{digits}f}{unit}"
+    k = scale if scale is not None else (100.0 if pct else 1.0)
+    text = f"{k * iv.mean:+.{digits}f}"
     if iv.has_interval:
-        text += f" [{scale * iv.low:+.{digits}f}, {scale * iv.high:+.{digits}f}]"  # type: ignore[operator]
+        text += f" [{k * iv.low:+.{digits}f}, {k * iv.high:+.{digits}f}]"  # type: ignore[operator]
+    elif iv.n > 0:
+        text += " (no interval)"
     return text
 
 
-def compare_arms(g: Group, base: Group) -> ArmComparison:
-    """Paired differences (arm - baseline) and the computed speed verdict."""
-    pgd = paired_difference(
-        g.by_seed(lambda r: r.get("pgd_acc")), base.by_seed(lambda r: r.get("pgd_acc"))
-    )
-    clean = paired_difference(
-        g.by_seed(lambda r: r.get("clean_acc")), base.by_seed(lambda r: r.get("clean_acc"))
-    )
-    epochs = paired_difference(
-        g.by_seed(convergence_field("epochs_to_target")),
-        base.by_seed(convergence_field("epochs_to_target")),
-    )
-    total = paired_difference(
-        g.by_seed(convergence_field("total_seconds_to_target")),
-        base.by_seed(convergence_field("total_seconds_to_target")),
-    )
-    hit = reached(g)
-    verdict, sentence = speed_verdict(g.arm, base.arm, total, epochs, hit)
-    return ArmComparison(g, base, pgd, clean, epochs, total, hit, verdict, sentence)
+def target_usable(g: Group) -> bool | None:
+    """False when the group's target is at or below chance + 2 SE; None when unknown."""
+    return None if g.target is None else g.target.get("above_chance")
 
 
 def speed_verdict(
-    arm: str, baseline: str, total: Paired, epochs: Paired, reached: tuple[int, int]
-) -> tuple[str, str]:
-    """('faster' | 'not faster' | 'no verdict', one sentence) from the paired time differences.
+    arm: Mapping[int, float | None], base: Mapping[int, float | None], *, above_chance: bool | None
+) -> tuple[Verdict, Paired]:
+    """The verdict on one cost axis from per-seed costs to the target (None: never reached).
 
-    Faster means: reached the target in every seed and needed less total time (finding included) on
-    average over the seeds where both reached it. The sentence says whether the interval of the
-    difference excludes zero.
+    * target at or below chance + 2 SE: no verdict;
+    * the baseline never reached it: no verdict;
+    * the arm reached it in none of the baseline's seeds: slower with >= MIN_SEEDS seeds, else
+      inconclusive; in some but not all: inconclusive;
+    * otherwise the paired difference (arm - baseline): faster if its 95% t-interval lies below
+      zero, slower if above, inconclusive if it includes zero or there are < MIN_SEEDS pairs.
     """
-    hit, n = reached
-    if n == 0:
-        return (
-            "no verdict",
-            f"{arm} has no convergence target: {baseline} has no finished run for its seeds",
-        )
-    if hit == 0:
-        return (
-            "not faster",
-            f"{arm} never reached the target (0 of {n} seeds), so it was not faster than {baseline}",
-        )
-    d = total.diff
-    if d.mean is None:
-        return ("no verdict", f"{arm} and {baseline} never both reached the target in one seed")
-    e = epochs.diff
-    epoch_txt = ""
-    if e.mean is not None and e.mean == 0:
-        epoch_txt = ", the same number of epochs"
-    elif e.mean is not None:
-        k = abs(e.mean)
-        epoch_txt = f", {k:.2g} epoch{'' if k == 1 else 's'} {'fewer' if e.mean < 0 else 'more'}"
-    where = f"{d.n} paired seed{'s' if d.n != 1 else ''}"
-    if d.has_interval and d.sd == 0.0:
-        noise = "the same difference in every seed (no spread to test)"
-    elif d.has_interval:
-        excl = d.high < 0 or d.low > 0  # type: ignore[operator]
-        noise = (
-            "the 95% interval excludes zero"
-            if excl
-            else "the 95% interval includes zero (within seed noise)"
-        )
-    else:
-        noise = d.note or "no interval"
-    secs = f"{abs(d.mean):,.0f}" if abs(d.mean) >= 100 else f"{abs(d.mean):.1f}"
-    diff_txt = (
-        f"{secs} s {'less' if d.mean < 0 else 'more'} total time to the target "
-        f"(ticket finding included){epoch_txt}, over {where}; {noise}"
+    paired = paired_difference(arm, base)
+    if above_chance is False:
+        return Verdict(NO_VERDICT, "the target is at or below chance + 2 SE"), paired
+    seeds = [s for s, v in base.items() if v is not None and s in arm]
+    if not seeds:
+        return Verdict(NO_VERDICT, "the baseline never reached the target"), paired
+    missed = [s for s in seeds if arm.get(s) is None]
+    if len(missed) == len(seeds):
+        if len(seeds) >= MIN_SEEDS:
+            return Verdict(SLOWER, f"never reached the target ({len(seeds)} seeds)"), paired
+        return Verdict(INCONCLUSIVE, f"never reached the target, in {len(seeds)} seed(s)"), paired
+    if missed:
+        why = f"missed the target in {len(missed)} of {len(seeds)} seeds"
+        return Verdict(INCONCLUSIVE, why), paired
+    d = paired.diff
+    if not d.has_interval:
+        return Verdict(INCONCLUSIVE, f"{d.n} paired seed(s): no interval"), paired
+    if d.high < 0:  # type: ignore[operator]
+        return Verdict(FASTER, "the 95% interval lies below zero"), paired
+    if d.low > 0:  # type: ignore[operator]
+        return Verdict(SLOWER, "the 95% interval lies above zero"), paired
+    return Verdict(INCONCLUSIVE, "the 95% interval includes zero"), paired
+
+
+def compare_arms(g: Group, base: Group) -> ArmComparison:
+    """Paired differences (arm - baseline) and the work and wall-clock verdicts."""
+
+    def pair(get):  # noqa: ANN001, ANN202
+        return paired_difference(g.by_seed(get), base.by_seed(get))
+
+    pgd = pair(lambda r: r.get("pgd_acc"))
+    clean = pair(lambda r: r.get("clean_acc"))
+    epochs = pair(convergence_field("epochs_to_target"))
+    usable = target_usable(base) if base.target is not None else target_usable(g)
+    work_v, work = speed_verdict(
+        g.by_seed(convergence_field("work_to_target")),
+        base.by_seed(convergence_field("work_to_target")),
+        above_chance=usable,
     )
-    if hit < n:
-        return (
-            "not faster",
-            f"{arm} was not faster than {baseline}: it missed the target in {n - hit} of {n} "
-            f"seeds; where both reached it: {diff_txt}",
-        )
-    verdict = "faster" if d.mean < 0 else "not faster"
-    return verdict, f"{arm} was {verdict} than {baseline}: {diff_txt}"
+    if all(r.get("curve") and r["curve"][-1].get("cum_work_flops") is None for r in g.rows):
+        work_v = Verdict(NO_VERDICT, "no work recorded: results written before work was")
+    wall_v, total = speed_verdict(
+        g.by_seed(convergence_field("total_seconds_to_target")),
+        base.by_seed(convergence_field("total_seconds_to_target")),
+        above_chance=usable,
+    )
+    hit = reached(g)
+    sentence = (
+        f"work to target (finding included): {work_v.verdict} ({work_v.reason}); "
+        f"wall-clock: {wall_v.verdict} ({wall_v.reason}); reached the target in "
+        f"{hit[0]} of {hit[1]} seeds"
+    )
+    return ArmComparison(
+        g, base, pgd, clean, epochs, work, total, hit, work_v, wall_v, sentence
+    )  # fmt: skip
 
 
 def reached(g: Group) -> tuple[int, int]:
@@ -130,3 +155,36 @@ def reached(g: Group) -> tuple[int, int]:
     return sum(convergence_field("epochs_to_target")(r) is not None for r in with_target), len(
         with_target
     )
+
+
+def epoch_time_spread(groups: Sequence[Group], limit: float = 1.5) -> list[str]:
+    """Warnings where arms of one results file with the same work per epoch differ in median
+    epoch time by more than ``limit``x: their wall-clock comparison measures the machine."""
+    import statistics
+
+    out = []
+    by_doc: dict[int, list[Group]] = {}
+    for g in groups:
+        if g.has_curves:
+            by_doc.setdefault(id(g.doc), []).append(g)
+    for gs in by_doc.values():
+        classes: dict[float, list[tuple[str, float]]] = {}
+        for g in gs:
+            works = {c.get("work_flops") for r in g.rows for c in r["curve"]}
+            if len(works) != 1 or None in works:
+                continue
+            secs = [c["train_seconds"] for r in g.rows for c in r["curve"]]
+            classes.setdefault(round(float(works.pop()), -3), []).append(
+                (g.arm, statistics.median(secs))
+            )
+        for arms in classes.values():
+            if len(arms) < 2:
+                continue
+            (fast, lo), (slow, hi) = min(arms, key=lambda a: a[1]), max(arms, key=lambda a: a[1])
+            if lo > 0 and hi / lo > limit:
+                out.append(
+                    f"{gs[0].suite}: {slow} and {fast} do the same work per epoch, but their "
+                    f"median epoch times differ {hi / lo:.2f}x ({hi:.1f} s vs {lo:.1f} s): the "
+                    "machine's load, not the arms, decides their wall-clock comparison"
+                )
+    return out

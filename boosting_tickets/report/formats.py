@@ -36,13 +36,18 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
 
 
 def fmt_interval(iv: Interval, *, pct: bool = False, digits: int = 2) -> str:
-    """``mean ± half-width`` (n >= 2), the plain mean (n == 1) or '–' (no values)."""
+    """``mean ± half-width`` (enough seeds for an interval), else the per-seed values and "no
+    interval" (``34.17, 38.00 (no interval)``), the plain value (one seed) or '–' (no values)."""
     if iv.mean is None:
         return "–"
     scale = 100.0 if pct else 1.0
     mean = f"{scale * iv.mean:.{digits}f}"
     half = iv.half_width
-    return mean if half is None else f"{mean} ± {scale * half:.{digits}f}"
+    if half is not None:
+        return f"{mean} ± {scale * half:.{digits}f}"
+    if len(iv.values) > 1:
+        return ", ".join(f"{scale * v:.{digits}f}" for v in iv.values) + " (no interval)"
+    return mean
 
 
 def csv_text(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

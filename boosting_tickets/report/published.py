@@ -53,6 +53,7 @@ class PublishedTable:
     model: str
     protocol: Mapping[str, Any]
     rows: tuple[PublishedRow, ...]
+    differences: tuple[str, ...] = ()  # how its protocol differs from ours, beyond the numbers
 
 
 def _row(raw: Mapping[str, Any], where: str) -> PublishedRow:
@@ -93,8 +94,9 @@ def published_tables() -> Mapping[str, PublishedTable]:
     for t in doc["tables"]:
         rows = tuple(_row(r, f"{DATA_FILE} table {t['name']}") for r in t["rows"])
         tables[t["name"]] = PublishedTable(
-            t["name"], t["source"], t["dataset"], t["model"], MappingProxyType(t["protocol"]), rows
-        )
+            t["name"], t["source"], t["dataset"], t["model"], MappingProxyType(t["protocol"]), rows,
+            tuple(str(x) for x in t.get("protocol_differences", ())),
+        )  # fmt: skip
     return MappingProxyType(tables)
 
 

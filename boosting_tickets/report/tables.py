@@ -18,6 +18,7 @@ from ..core.registry import Entry, Registry, build_registry
 from .collect import Group, convergence_field, protocol_label, total_train_seconds
 from .compare import ArmComparison, fmt_diff, reached
 from .formats import Table, fmt_cell, fmt_interval, iv_csv
+from .stats import wilson
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ def summary_table(groups: Sequence[Group], *, mixed: bool) -> Table:
     pgd = pgd_name(groups)
     has_aa = any(r.get("autoattack_acc") is not None for g in groups for r in g.rows)
     headers = ["suite", "arm", "description", "kind", "source", "seeds", "params", "non-zero"]
-    headers += ["clean %", "FGSM %", f"{pgd} %", f"final {pgd} %"]
+    headers += ["clean %", "FGSM %", f"{pgd} %", f"final {pgd} %", "test n", f"{pgd} Wilson ±"]
     headers += ["AutoAttack %"] if has_aa else []
     headers += ["train s (incl. finding)"]
     headers += ["protocol"] if mixed else []
@@ -79,7 +80,9 @@ def summary_table(groups: Sequence[Group], *, mixed: bool) -> Table:
         t = g.ci(total_train_seconds)
         cells = [g.suite, g.arm, f.get("label", g.arm), g.kind, f["source"], _seeds_cell(g)]
         cells += [fmt_cell(f.get("params")), fmt_cell(f.get("nonzero_params"))]
-        cells += [fmt_interval(iv, pct=True) for iv in ivs]
+        cells += [fmt_interval(iv, pct=True) for iv in ivs[:4]]
+        cells += [fmt_cell(f.get("n")), _binomial_cell(ivs[2].mean, f.get("n"))]
+        cells += [fmt_interval(iv, pct=True) for iv in ivs[4:]]
         cells += [fmt_interval(t, digits=0)]
         cells += [protocol_label(g.protocol)] if mixed else []
         rows.append(tuple(cells))
@@ -93,11 +96,49 @@ def summary_table(groups: Sequence[Group], *, mixed: bool) -> Table:
         csv_rows.append(tuple(line))
     caption = (
         f"Test accuracy of the model selected on held-out {pgd} accuracy (mean ± 95% t-interval "
-        "over seeds; one seed: the value alone). Published rows are the paper's numbers."
+        "over seeds from 3 seeds on; fewer: the per-seed values). 'Wilson ±': half the 95% "
+        f"Wilson interval of one run's {pgd} accuracy on n test images, the binomial error "
+        "that seeds do not show. Published numbers are in their own table."
     )
     return Table(
         "summary", caption, tuple(headers), tuple(rows), tuple(csv_headers), tuple(csv_rows)
     )
+
+
+def published_table(groups: Sequence[Group]) -> Table:
+    """Published rows in their own block: what the paper reports, and how its protocol differs
+    from the measured rows' (checkpoint selection, random start, validation on test), so that no
+    column reads as like-for-like."""
+    headers = ("source", "arm", "description", "model", "epochs", "clean %", "PGD %",
+               "total s", "protocol", "differs from ours in")  # fmt: skip
+    csv_headers = ("source", "arm", "label", "dataset", "model", "epochs", "clean_acc", "pgd_acc",
+                   "total_seconds", "eps", "pgd_steps", "n_examples", "differences")  # fmt: skip
+    rows, csv_rows = [], []
+    for g in groups:
+        if g.measured:
+            continue
+        r = g.first
+        diffs = "; ".join(r.get("protocol_differences") or []) or "–"
+        rows.append((g.suite, g.arm, r.get("label", g.arm), r.get("model"),
+                     fmt_cell(r.get("epochs")), fmt_cell(r.get("clean_acc"), pct=True),
+                     fmt_cell(r.get("pgd_acc"), pct=True), fmt_cell(r.get("total_seconds"), digits=0),
+                     protocol_label(g.protocol), diffs))  # fmt: skip
+        csv_rows.append((g.suite, g.arm, r.get("label"), r.get("dataset"), r.get("model"),
+                         r.get("epochs"), r.get("clean_acc"), r.get("pgd_acc"),
+                         r.get("total_seconds"), g.protocol.get("eps"), g.protocol.get("pgd_steps"),
+                         g.protocol.get("n_examples"), diffs))  # fmt: skip
+    caption = (
+        "Published numbers, kept apart from the measured rows: the paper's protocol differs from "
+        "ours in the ways listed, so the numbers are a reference, not a like-for-like comparison."
+    )
+    return Table("published", caption, headers, tuple(rows), csv_headers, tuple(csv_rows))
+
+
+def _binomial_cell(acc: float | None, n: Any) -> str:
+    if acc is None or not n:
+        return "–"
+    lo, hi = wilson(acc * int(n), int(n))
+    return f"{100 * (hi - lo) / 2:.1f}"
 
 
 def _reached_cell(g: Group) -> str:
@@ -105,128 +146,187 @@ def _reached_cell(g: Group) -> str:
     return f"{hit}/{n}" if n else "no target"
 
 
+def work_unit(groups: Sequence[Group]) -> tuple[float, str]:
+    """(divisor, name) of the work unit: PFLOP when some run did >= 1 PFLOP, else TFLOP."""
+    most = max(
+        (float(c.get("cum_work_flops") or 0.0) for g in groups for r in g.rows
+         for c in (r.get("curve") or [])[-1:]),
+        default=0.0,
+    )  # fmt: skip
+    return (1e15, "PFLOP") if most >= 1e15 else (1e12, "TFLOP")
+
+
+def _scaled(get: Callable[[Any], Any], k: float) -> Callable[[Any], Any]:
+    return lambda r: None if (v := get(r)) is None else float(v) / k
+
+
+def _target_cell(g: Group) -> str:
+    t = g.target or {}
+    vals = [t["value"]] if t.get("value") is not None else list((t.get("per_seed") or {}).values())
+    if not vals:
+        return "–"
+    text = ", ".join(f"{100 * v:.2f}" for v in vals)
+    return text + (" (≤ chance + 2 SE)" if t.get("above_chance") is False else "")
+
+
 def convergence_table(groups: Sequence[Group]) -> Table:
-    """Speed per measured arm: epochs/seconds to the target, AUC and epoch-1 held-out accuracy."""
+    """Speed per measured arm: epochs, work and seconds to the target, AUC and epoch-1 accuracy."""
     pgd = pgd_name(groups)
+    k, unit = work_unit(groups)
     headers = (
-        "suite",
-        "arm",
-        "seeds",
-        f"target held-out {pgd} %",
-        "reached",
-        "epochs to target",
-        "retrain s to target",
-        "total s to target",
-        "finding s",
-        f"AUC {pgd} %",
-        f"epoch-1 {pgd} %",
-        "epoch-1 clean %",
-    )
-    keys = (
-        ("target", "target"),
-        ("epochs_to_target", "epochs_to_target"),
-        ("train_seconds_to_target", "train_seconds_to_target"),
-        ("total_seconds_to_target", "total_seconds_to_target"),
-    )
-    csv_headers = ["suite", "arm", "seeds", "reached"]
-    for _, name in keys:
-        csv_headers += [f"{name}_mean", f"{name}_ci_low", f"{name}_ci_high"]
-    csv_headers += [
-        "find_train_seconds_mean",
-        "find_train_seconds_ci_low",
-        "find_train_seconds_ci_high",
-    ]
-    for name in ("auc", "epoch1_val", "epoch1_val_clean"):
+        "suite", "arm", "seeds", f"target held-out {pgd} %", "reached", "epochs to target",
+        f"work to target {unit}", "at 2x V100 rate s", "total s to target", f"finding {unit}",
+        "finding s", f"AUC {pgd} %", f"epoch-1 {pgd} %",
+    )  # fmt: skip
+    getters = {
+        "epochs_to_target": convergence_field("epochs_to_target"),
+        "work_to_target": _scaled(convergence_field("work_to_target"), k),
+        "reference_seconds_to_target": convergence_field("reference_seconds_to_target"),
+        "total_seconds_to_target": convergence_field("total_seconds_to_target"),
+        "find_work": _scaled(lambda r: r.get("find_work_flops"), k),
+        "find_train_seconds": lambda r: r.get("find_train_seconds"),
+        "auc": convergence_field("auc"),
+        "epoch1_val": convergence_field("epoch1_val"),
+    }
+    csv_headers = ["suite", "arm", "seeds", "target_rule", "target", "reached", "work_unit"]
+    for name in getters:
         csv_headers += [f"{name}_mean", f"{name}_ci_low", f"{name}_ci_high"]
     rows, csv_rows = [], []
     for g in groups:
         if not g.has_curves:
             continue
-        target, ep, tr_s, tot_s = (g.ci(convergence_field(k)) for k, _ in keys)
-        find = g.ci(lambda r: r.get("find_train_seconds"))
-        auc, e1, e1c = (
-            g.ci(convergence_field(k)) for k in ("auc", "epoch1_val", "epoch1_val_clean")
-        )
-        rows.append(
-            (
-                g.suite,
-                g.arm,
-                str(len(g.rows)),
-                fmt_interval(target, pct=True),
-                _reached_cell(g),
-                fmt_interval(ep, digits=1),
-                fmt_interval(tr_s, digits=0),
-                fmt_interval(tot_s, digits=0),
-                fmt_interval(find, digits=0),
-                fmt_interval(auc, pct=True),
-                fmt_interval(e1, pct=True),
-                fmt_interval(e1c, pct=True),
-            )
-        )
-        line: list[Any] = [g.suite, g.arm, len(g.rows), _reached_cell(g)]
-        for iv in (target, ep, tr_s, tot_s, find, auc, e1, e1c):
+        ivs = {name: g.ci(get) for name, get in getters.items()}
+        digits = {"epochs_to_target": 1, "work_to_target": 3, "find_work": 3}
+        cells = [g.suite, g.arm, str(len(g.rows)), _target_cell(g), _reached_cell(g)]
+        for name, iv in ivs.items():
+            pct = name in ("auc", "epoch1_val")
+            cells.append(fmt_interval(iv, pct=pct, digits=2 if pct else digits.get(name, 0)))
+        rows.append(tuple(cells))
+        t = g.target or {}
+        line: list[Any] = [g.suite, g.arm, len(g.rows), t.get("rule"), t.get("value")]
+        line += [_reached_cell(g), unit]
+        for iv in ivs.values():
             line += iv_csv(iv)
         csv_rows.append(tuple(line))
     caption = (
-        f"Convergence: the target is the dense baseline's best held-out {pgd} accuracy (same seed) "
-        "unless the suite fixes one; epochs and seconds are means over the seeds that reached it; "
-        "total = ticket finding + retraining (training time only, evaluation excluded)."
+        f"Convergence to the target (the suite's rule, recorded in the results: by default the "
+        f"dense arm's held-out {pgd} accuracy over its last epochs, averaged over seeds; every arm "
+        "is judged on its own curve). Epochs, work and seconds are over the seeds that reached "
+        f"it, ticket finding included in work and total seconds. Work: training FLOPs by the cost "
+        "model; 'at 2x V100 rate': that work at the throughput the paper's 134,764 s imply. "
+        "Fewer than 3 seeds: the per-seed values, no interval."
     )
     return Table("convergence", caption, headers, tuple(rows), tuple(csv_headers), tuple(csv_rows))
 
 
-def paired_table(comparisons: Sequence[ArmComparison]) -> Table:
-    """Each arm minus its dense baseline over shared seeds, with 95% intervals and p-values."""
+def paired_table(comparisons: Sequence[ArmComparison], groups: Sequence[Group]) -> Table:
+    """Each arm minus its dense baseline over shared seeds, with the work and wall verdicts."""
+    k, unit = work_unit(groups)
     headers = (
-        "suite",
-        "arm",
-        "vs",
-        "pairs",
-        "Δ best PGD pp [95% CI]",
-        "p",
-        "Δ best clean pp [95% CI]",
-        "Δ epochs to target",
-        "Δ total s to target",
-        "speed",
-    )
-    csv_headers = ["suite", "arm", "baseline", "pairs"]
-    for name in ("pgd_acc", "clean_acc", "epochs_to_target", "total_seconds_to_target"):
+        "suite", "arm", "vs", "pairs", "Δ best PGD pp [95% CI]", "p", "Δ epochs to target",
+        f"Δ work {unit} [95% CI]", "work verdict", "Δ total s [95% CI]", "wall-clock verdict",
+    )  # fmt: skip
+    csv_headers = ["suite", "arm", "baseline", "pairs", "work_unit"]
+    for name in ("pgd_acc", "clean_acc", "epochs_to_target", "work_to_target"):
         csv_headers += [f"d_{name}_mean", f"d_{name}_ci_low", f"d_{name}_ci_high", f"d_{name}_p"]
-    csv_headers += ["reached", "speed"]
+    csv_headers += ["d_total_seconds_mean", "d_total_seconds_ci_low", "d_total_seconds_ci_high"]
+    csv_headers += ["d_total_seconds_p", "reached", "work_verdict", "wall_verdict"]
     rows, csv_rows = [], []
     for c in comparisons:
         g = c.group
         rows.append(
             (
-                g.suite,
-                g.arm,
-                c.baseline.arm,
-                str(c.pgd.n),
-                fmt_diff(c.pgd, pct=True, digits=2),
-                "–" if c.pgd.p is None else f"{c.pgd.p:.3f}",
-                fmt_diff(c.clean, pct=True, digits=2),
-                fmt_diff(c.epochs, pct=False, digits=1),
-                fmt_diff(c.total_seconds, pct=False, digits=0),
-                c.verdict,
+                g.suite, g.arm, c.baseline.arm, str(c.pgd.n), fmt_diff(c.pgd, pct=True),
+                "–" if c.pgd.p is None else f"{c.pgd.p:.3f}", fmt_diff(c.epochs, digits=1),
+                fmt_diff(c.work, digits=3, scale=1 / k), c.work_verdict.verdict,
+                fmt_diff(c.total_seconds, digits=0), c.wall_verdict.verdict,
             )
-        )
-        line: list[Any] = [g.suite, g.arm, c.baseline.arm, c.pgd.n]
-        for p in (c.pgd, c.clean, c.epochs, c.total_seconds):
+        )  # fmt: skip
+        line: list[Any] = [g.suite, g.arm, c.baseline.arm, c.pgd.n, unit]
+        for p in (c.pgd, c.clean, c.epochs):
             line += [*iv_csv(p.diff), p.p]
-        line += [f"{c.reached[0]}/{c.reached[1]}", c.verdict]
+        line += [*(None if v is None else v / k for v in iv_csv(c.work.diff)), c.work.p]
+        line += [*iv_csv(c.total_seconds.diff), c.total_seconds.p]
+        line += [f"{c.reached[0]}/{c.reached[1]}", c.work_verdict.verdict, c.wall_verdict.verdict]
         csv_rows.append(tuple(line))
     caption = (
-        "Each arm minus its dense baseline, paired by seed (mean difference [95% t-interval]; "
-        "p: paired t-test). Negative time differences mean the arm was faster."
+        "Each arm minus its dense baseline, paired by seed (mean difference [95% t-interval], "
+        "from 3 pairs on; p: paired t-test). Negative work and time differences mean the arm was "
+        "faster. A verdict is faster or slower only when the interval excludes zero and the "
+        "target lies above chance + 2 SE; otherwise inconclusive (the findings say why)."
     )
     return Table("paired", caption, headers, tuple(rows), tuple(csv_headers), tuple(csv_rows))
+
+
+def per_seed_table(groups: Sequence[Group]) -> Table:
+    """Every measured run: test accuracies with Wilson intervals, and its own convergence."""
+    pgd = pgd_name(groups)
+    k, unit = work_unit(groups)
+    headers = (
+        "suite", "arm", "seed", "n", "clean % [Wilson 95%]", f"{pgd} % [Wilson 95%]",
+        "best epoch", "epochs to target", f"work to target {unit}", "total s to target",
+        "epoch s (median)", "load (median)",
+    )  # fmt: skip
+    csv_headers = ["suite", "arm", "seed", "n", "clean_acc", "clean_low", "clean_high"]
+    csv_headers += ["pgd_acc", "pgd_low", "pgd_high", "best_epoch", "epochs_to_target"]
+    csv_headers += ["work_to_target", "work_unit", "total_seconds_to_target"]
+    csv_headers += ["median_epoch_seconds", "median_load1", "git_commit"]
+    rows, csv_rows = [], []
+    for g in groups:
+        if not g.measured:
+            continue
+        for r in g.rows:
+            n = r.get("n")
+            accs = []
+            for key in ("clean_acc", "pgd_acc"):
+                v = r.get(key)
+                lo, hi = (None, None) if v is None or not n else wilson(v * n, int(n))
+                accs.append((v, lo, hi))
+            conv = r.get("convergence") or {}
+            curve = r.get("curve") or []
+            secs = _median([c.get("train_seconds") for c in curve])
+            load = _median([c.get("load1") for c in curve])
+            work = conv.get("work_to_target")
+            cells = [g.suite, g.arm, fmt_cell(r.get("seed")), fmt_cell(n)]
+            cells += [_wilson_cell(*a) for a in accs]
+            cells += [fmt_cell(r.get("best_epoch")), fmt_cell(conv.get("epochs_to_target"))]
+            cells += [fmt_cell(None if work is None else work / k, digits=3)]
+            cells += [fmt_cell(conv.get("total_seconds_to_target"), digits=0)]
+            cells += [fmt_cell(secs, digits=1), fmt_cell(load, digits=2)]
+            rows.append(tuple(cells))
+            line: list[Any] = [g.suite, g.arm, r.get("seed"), n, *accs[0], *accs[1]]
+            line += [r.get("best_epoch"), conv.get("epochs_to_target")]
+            line += [None if work is None else work / k, unit, conv.get("total_seconds_to_target")]
+            line += [secs, load, r.get("git_commit")]
+            csv_rows.append(tuple(line))
+    caption = (
+        "Every measured run. Test accuracies of the held-out-selected model with their Wilson "
+        "95% interval from n test images (the binomial error seeds do not show); convergence "
+        "under the suite's target; the median epoch time and 1-minute load average of the run."
+    )
+    return Table("per_seed", caption, headers, tuple(rows), tuple(csv_headers), tuple(csv_rows))
+
+
+def _median(values: Sequence[Any]) -> float | None:
+    import statistics
+
+    vals = [float(v) for v in values if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+def _wilson_cell(v: float | None, lo: float | None, hi: float | None) -> str:
+    if v is None:
+        return "–"
+    if lo is None or hi is None:
+        return f"{100 * v:.2f}"
+    return f"{100 * v:.2f} [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
 BUILTIN_TABLES: tuple[TableEntry, ...] = (
     TableEntry(
         "summary",
         "test accuracy per arm (mean ± 95% CI over seeds), params, training time",
-        lambda ctx: summary_table(ctx.groups, mixed=ctx.mixed),
+        lambda ctx: summary_table(ctx.measured, mixed=ctx.mixed),
     ),
     TableEntry(
         "convergence",
@@ -235,8 +335,18 @@ BUILTIN_TABLES: tuple[TableEntry, ...] = (
     ),
     TableEntry(
         "paired",
-        "each arm minus its dense baseline, paired by seed",
-        lambda ctx: paired_table(ctx.comparisons),
+        "each arm minus its dense baseline, paired by seed, with work and wall-clock verdicts",
+        lambda ctx: paired_table(ctx.comparisons, ctx.measured),
+    ),
+    TableEntry(
+        "per_seed",
+        "every measured run: Wilson intervals of its test accuracies, its convergence",
+        lambda ctx: per_seed_table(ctx.measured),
+    ),
+    TableEntry(
+        "published",
+        "published rows, in their own block with their protocol differences",
+        lambda ctx: published_table(ctx.groups),
     ),
 )
 

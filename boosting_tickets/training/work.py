@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from .loop import TrainState
 
 WORK_KEYS = ("images", "work_flops", "cum_work_flops", "eval_work_flops", "load1")
+# The declared reference throughput: the paper's dense WRN-34-10 took 134,764 s on 2x V100.
+PAPER_DENSE_SECONDS = 134764.0
+PAPER_HARDWARE = "2x V100"
 
 
 def train_passes(tc: TrainConfig) -> float:
@@ -39,6 +42,16 @@ def model_flops(cfg: RunConfig) -> float:
     """Forward FLOPs of ``cfg``'s model on one image of its dataset."""
     spec = get_spec(cfg.data.dataset)
     return forward_flops(cfg.model.model, spec.channels, spec.size, spec.num_classes)
+
+
+def paper_implied_rate() -> float:
+    """FLOP/s implied by the paper's 134,764 s for dense WRN-34-10 PGD-10 training (Table 3).
+
+    Cost model: 100 epochs x 50,000 CIFAR-10 images x (2*10+3) passes x the forward FLOPs of
+    WRN-34-10 on 32x32 (training only; the paper does not say what its time includes beyond that).
+    """
+    fwd = forward_flops("wrn-34-10", 3, 32, 10)
+    return 100 * 50000 * (2 * 10 + 3) * fwd / PAPER_DENSE_SECONDS
 
 
 def machine_load() -> float | None:

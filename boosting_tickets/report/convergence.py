@@ -5,10 +5,13 @@ network's robust accuracy in fewer PGD epochs, and — counting the cheap run th
 total time (the paper's Table 3: 15,462 s finding + 54,090 s retraining vs 134,764 s dense).
 
 Inputs are the rows ``training.train`` writes to ``metrics.json``: one per finished epoch, in order,
-with ``epoch`` (1-based), ``cum_train_seconds`` (training time only, evaluation excluded) and the
-held-out accuracies ``val_clean``, ``val_fgsm``, ``val_pgd`` (fractions in [0, 1]; PGD-20 by default).
-Accuracy is only measured at epoch ends, so "time to target" has epoch granularity: the cumulative
-training time at the end of the first epoch whose held-out accuracy reaches the target.
+with ``epoch`` (1-based), ``cum_train_seconds`` (training time only, evaluation excluded),
+``cum_work_flops`` (training FLOPs by the cost model, ``training.work``) and the held-out accuracies
+``val_clean``, ``val_fgsm``, ``val_pgd`` (fractions in [0, 1]; PGD-20 by default). Accuracy is only
+measured at epoch ends, so "time to target" has epoch granularity: the cumulative training time (or
+work) at the end of the first epoch whose held-out accuracy reaches the target. Work is the cost
+axis a noisy machine cannot distort; ``reference_seconds_to_target`` turns it into seconds at the
+paper's implied 2x V100 rate (``training.work.paper_implied_rate``).
 """
 
 from __future__ import annotations
@@ -85,23 +88,44 @@ def best_epoch(
     return best
 
 
+def work_to_target(
+    rows: Sequence[Mapping[str, Any]],
+    target: float,
+    key: str = DEFAULT_METRIC,
+    *,
+    offset: float | None = 0.0,
+) -> float | None:
+    """Training FLOPs until ``key`` first reaches ``target``, plus ``offset`` (the finding's
+    work); None if never reached or if the run (or ``offset``) has no work recorded."""
+    r = first_reach(rows, target, key)
+    if r is None or r.get("cum_work_flops") is None or offset is None:
+        return None
+    return float(r["cum_work_flops"]) + offset
+
+
 def summarize(
     rows: Sequence[Mapping[str, Any]],
     *,
     target: float | None,
     find_seconds: float = 0.0,
+    find_work: float | None = 0.0,
     key: str = DEFAULT_METRIC,
 ) -> dict[str, Any]:
     """All convergence numbers of one run as a JSON-ready dict.
 
     Keys: ``target`` (the threshold used, None if unknown), ``epochs_to_target``,
     ``train_seconds_to_target`` (this run only), ``total_seconds_to_target`` (plus ``find_seconds``),
-    ``auc`` (:func:`mean_over_epochs`), ``best_val`` and ``best_val_epoch``, ``epoch1_val`` (``key``
-    after one epoch), ``epoch1_val_clean``, ``epochs`` and ``train_seconds`` (whole run).
+    ``work_to_target`` (training FLOPs plus ``find_work``, the finding's; None where unrecorded),
+    ``reference_seconds_to_target`` (that work at the paper's implied rate), ``auc``
+    (:func:`mean_over_epochs`), ``best_val`` and ``best_val_epoch``, ``epoch1_val`` (``key`` after
+    one epoch), ``epoch1_val_clean``, ``epochs``, ``train_seconds`` and ``work_flops`` (whole run).
     """
+    from ..training.work import paper_implied_rate
+
     best = best_epoch(rows, key)
     first = rows[0] if rows else {}
     reach = target is not None
+    work = work_to_target(rows, target, key, offset=find_work) if reach else None
     return {
         "metric": key,
         "target": target,
@@ -110,6 +134,8 @@ def summarize(
         "total_seconds_to_target": (
             seconds_to_target(rows, target, key, offset=find_seconds) if reach else None
         ),
+        "work_to_target": work,
+        "reference_seconds_to_target": None if work is None else work / paper_implied_rate(),
         "auc": mean_over_epochs(rows, key),
         "best_val": None if best is None else best[1],
         "best_val_epoch": None if best is None else best[0],
@@ -117,4 +143,5 @@ def summarize(
         "epoch1_val_clean": first.get("val_clean"),
         "epochs": len(rows),
         "train_seconds": float(rows[-1]["cum_train_seconds"]) if rows else 0.0,
+        "work_flops": (rows[-1].get("cum_work_flops") if rows else 0.0),
     }
