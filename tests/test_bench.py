@@ -31,6 +31,8 @@ seeds = [0]
 
 [compare]
 allow_weak_stats = true
+eps_curve = [0.2, 0.05]
+eps_curve_n = 16
 
 [run.data]
 dataset = "synthetic"
@@ -181,6 +183,12 @@ def test_results_file(bench_dir):
             reached["cum_work_flops"] + t["find_work_flops"]
         )
     assert doc["environment"]["git_clean"] in (True, False, None)
+    # The robust accuracy against eps of every selected model, on 16 test images.
+    for row in doc["rows"]:
+        curve = row["eps_curve"]
+        assert [p["eps"] for p in curve] == [0.05, 0.2] and {p["n"] for p in curve} == {16}
+        assert curve[0]["pgd_acc"] >= curve[1]["pgd_acc"]  # a larger ball fools more
+        assert (bench_dir["out"] / row["run_dir"] / "eps_curve.json").is_file()
     w = doc["wall_seconds"]
     assert w["find_train_seconds"] == pytest.approx(t["find_train_seconds"])
     assert w["train_seconds"] == pytest.approx(sum(x["train_seconds"] for x in doc["rows"]))

@@ -91,6 +91,7 @@ def build_rows(
             "find_overfit": meta.get("catastrophic_overfitting"),
             "work_per_epoch": curve[0]["work_flops"] if curve else None,
             "per_class": _per_class(best),
+            "eps_curve": _eps_points(Path(res.run_dir)),
             "curve": [{k: r.get(k) for k in CURVE_KEYS} for r in curve],
             "run_dir": _rel(Path(res.run_dir), out),
             "ticket_dir": None if o.ticket_dir is None else _rel(o.ticket_dir, out),
@@ -115,6 +116,17 @@ def compare_record(suite: Suite) -> dict[str, Any]:
         "heldout_n": held_out_size(suite.run),
         "chance_floor": floor_of(suite),
     }
+
+
+def _eps_points(run_dir: Path) -> list[dict[str, Any]] | None:
+    """The run's robust accuracy against eps (bench.eps_curve), compactly, or None."""
+    from .eps_curve import read_curve
+
+    doc = read_curve(run_dir)
+    if doc is None:
+        return None
+    return [{"eps": p["eps"], "clean_acc": p["clean_acc"], "pgd_acc": p["pgd_acc"],
+             "n": doc["n"]} for p in doc["points"]]  # fmt: skip
 
 
 def _per_class(best: Mapping[str, Any]) -> Any:

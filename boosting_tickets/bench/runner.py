@@ -229,6 +229,21 @@ class SuiteRun:
             f"{head}: {result.status}; best test clean {_pct(test.get('clean_acc'))}, "
             f"PGD {_pct(test.get('pgd_acc'))}; {result.train_seconds:.0f} s training"
         )
+        return self.eps_curve(pr, result, head)
+
+    def eps_curve(self, pr: PlannedRun, result: Any, head: str) -> bool:
+        """The run's robust accuracy against eps, when the suite asks for it (once, claimed)."""
+        from ..training.run import FINISHED
+        from .eps_curve import ensure_curve
+
+        c = self.suite.compare
+        if not c.eps_curve or result.status not in FINISHED:
+            return True
+        try:
+            ensure_curve(Path(result.run_dir), pr.run, c.eps_curve, c.eps_curve_n, self.splits.test)
+        except ClaimBusy as exc:
+            self.say(f"{head}: eps curve held by {exc.holder.describe()}; moving on")
+            return False
         return True
 
 

@@ -26,6 +26,8 @@ COMPARE_KEYS = (
     "target_fraction",
     "target_window",
     "allow_weak_stats",
+    "eps_curve",
+    "eps_curve_n",
 )
 SWEEP_KEYS = ("arms", "grid")
 FIND_SECTIONS = ("train", "eval", "prune")

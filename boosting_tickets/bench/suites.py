@@ -21,6 +21,8 @@ a suite directory (:mod:`.suite_files`)::
     target_fraction = 1.0          # target = fraction x the baseline's plateau (or best)
     target_window = 2              # plateau: the baseline's last epochs averaged (default: 1/4)
     allow_weak_stats = false       # true: run with fewer than 3 seeds (no intervals, no verdicts)
+    eps_curve = [0.05, 0.1, 0.2]   # also attack each selected model at these eps (test subset)
+    eps_curve_n = 500              #   on this many test images
 
     [[arms]]
     name = "dense"                 # unique: lower-case letters, digits, '-', '.', '_'
@@ -91,7 +93,8 @@ class Compare:
     ``target`` None means the ``rule``: ``baseline-plateau`` (the baseline's held-out PGD accuracy
     over its last ``target_window`` epochs, averaged over seeds) or ``baseline-best`` (its best
     epoch, same seed), times ``target_fraction``; a number is a fixed held-out accuracy.
-    ``allow_weak_stats`` lets a suite run with fewer seeds than intervals need.
+    ``allow_weak_stats`` lets a suite run with fewer seeds than intervals need. ``eps_curve``
+    lists eps at which each selected model is also attacked, on ``eps_curve_n`` test images.
     """
 
     baseline: str = "dense"
@@ -100,6 +103,8 @@ class Compare:
     rule: str = "baseline-plateau"
     target_window: int | None = None
     allow_weak_stats: bool = False
+    eps_curve: tuple[float, ...] = ()
+    eps_curve_n: int = 500
 
     def describe(self) -> str:
         if self.target is not None:
@@ -457,7 +462,16 @@ def _compare(raw: Mapping[str, Any], where: str, arms: Mapping[str, Arm]) -> Com
         raise UserError(
             f"{where} [compare]: target_fraction = {fraction!r}; use a number in (0, 1]"
         )
-    return Compare(baseline, target_value, float(fraction), rule, window, weak)
+    curve = raw.get("eps_curve", [])
+    if not isinstance(curve, list) or not all(
+        isinstance(e, int | float) and not isinstance(e, bool) and 0 < e <= 1 for e in curve
+    ):
+        raise UserError(f"{where} [compare]: eps_curve = {curve!r}; use a list of eps in (0, 1]")
+    n = raw.get("eps_curve_n", 500)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise UserError(f"{where} [compare]: eps_curve_n = {n!r}; use a whole number >= 1")
+    eps = tuple(sorted(float(e) for e in curve))
+    return Compare(baseline, target_value, float(fraction), rule, window, weak, eps, n)
 
 
 def split_settings(cfg: RunConfig) -> dict[str, Any]:

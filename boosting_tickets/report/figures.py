@@ -8,7 +8,9 @@ Per results file (suite):
   so a ticket's curve starts at its finding's work) beside the same against wall-clock seconds;
 * ``<suite>_epoch1.png``: held-out accuracy after one epoch, every seed as a dot over the mean bar;
 * ``<suite>_per_class.png``: per-class test accuracy (clean and PGD) of the selected models,
-  mean over seeds.
+  mean over seeds;
+* ``<suite>_eps.png``: robust test accuracy against eps of the selected models, when the suite
+  asked for it (``[compare] eps_curve``; ``bench.eps_curve``).
 
 No interval band is drawn: with a handful of seeds the per-seed lines show the spread honestly,
 and nothing is clipped (accuracies lie in [0, 100] by construction). Every title names the
@@ -177,6 +179,34 @@ def _per_class_figure(plt: Any, gs: Sequence[Group], pgd: str) -> Any | None:
     return fig
 
 
+def _eps_figure(plt: Any, gs: Sequence[Group], pgd: str) -> Any | None:
+    """Robust test accuracy against eps of the selected models (thin: seeds; bold: mean)."""
+    have = [g for g in gs if all(r.get("eps_curve") for r in g.rows)]
+    if not have:
+        return None
+    fig, ax = plt.subplots(figsize=(6.8, 4.4))
+    for g in have:
+        curves = [[(p["eps"], 100 * p["pgd_acc"]) for p in r["eps_curve"]] for r in g.rows]
+        n = min(len(c) for c in curves)
+        xs = [curves[0][i][0] for i in range(n)]
+        mean = [sum(c[i][1] for c in curves) / len(curves) for i in range(n)]
+        (line,) = ax.plot(xs, mean, marker="o", lw=2.2, label=f"{g.arm} (mean)")
+        for c in curves:
+            ax.plot([x for x, _ in c], [y for _, y in c], lw=0.8, alpha=0.45,
+                    color=line.get_color())  # fmt: skip
+    n_img = have[0].rows[0]["eps_curve"][0].get("n")
+    eps = have[0].protocol.get("eps")
+    if isinstance(eps, int | float):
+        ax.axvline(eps, ls=":", lw=1, color="0.4", label=f"training/eval eps {eps:g}")
+    ax.set_ylim(0, 100)
+    ax.set_xlabel("eps (Linf)")
+    ax.set_ylabel(f"{pgd} test accuracy % (first {n_img} test images)")
+    ax.set_title(_title(gs, "robust accuracy against eps, selected models"), fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return fig
+
+
 def _panels(groups: Sequence[Group]) -> dict[str, list[Group]]:
     """Figure sets: one per suite, or per (suite, grid point) in sweeps."""
     out: dict[str, list[Group]] = {}
@@ -210,6 +240,7 @@ def figures(groups: Sequence[Group]) -> dict[str, bytes]:
             (f"{name}_pgd_vs_work.png", _cost_figure(plt, gs, pgd)),
             (f"{name}_epoch1.png", _epoch1_figure(plt, gs, pgd)),
             (f"{name}_per_class.png", _per_class_figure(plt, gs, pgd)),
+            (f"{name}_eps.png", _eps_figure(plt, gs, pgd)),
         ]
         for fname, fig in made:
             if fig is None:

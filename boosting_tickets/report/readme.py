@@ -212,7 +212,7 @@ def _figure_section(figure_names: Sequence[str], with_figures: bool) -> list[str
         "bold: their mean; dashed: the target); `*_pgd_vs_work.png`: the same against work "
         "(FLOPs) and wall-clock seconds, ticket finding included; `*_epoch1.png`: held-out "
         "accuracy after one epoch (dots: seeds); `*_per_class.png`: per-class test accuracy of "
-        "the selected models."
+        "the selected models; `*_eps.png`: their robust test accuracy against eps."
     )
     return out
 
