@@ -175,6 +175,93 @@ CASES = [
     C("compare-n-zero", "compare robustbench --models X --n-examples 0", "--n-examples must be"),
     C("compare-export-html", "compare export {xmlpage} --model-dir {out} --name X", "HTML page"),
     C("compare-export-no-name", "compare export {ckpt} --model-dir {out}", "--name"),
+    # --- issue #12: values that ended as internal errors ------------------------------------
+    C(
+        "train-seed-2-64",
+        T + " --seed 18446744073709551616",
+        "--seed must be <= 9223372036854775807",
+    ),
+    C(
+        "train-seed-2-63",
+        T + " --seed 9223372036854775808",
+        "--seed must be <= 9223372036854775807",
+    ),
+    C("train-data-seed-huge", T + " --data-seed 9223372036854775808", "--data-seed must be <="),
+    C("train-eval-seed-huge", T + " --eval-seed 9223372036854775808", "--eval-seed must be <="),
+    C("toml-seed-huge", T + " --config {toml_seed}", "--seed must be <= 9223372036854775807"),
+    C("suite-seed-huge", "bench run {suite_seed_huge} --out {out}", "seeds must be integers in"),
+    C("suite-seed-count-huge", "bench run {suite_seed_count} --out {out}", "use a count in"),
+    C("toml-binary", T + " --config {toml_binary}", "not valid TOML"),
+    C("toml-utf16", T + " --config {toml_utf16}", "not valid TOML"),
+    C("toml-fifo", T + " --config {fifo}", "is not a regular file"),
+    C("train-out-name-too-long", T.replace("{out}", "{out}/" + "a" * 300), "is over 255 bytes"),
+    C("bench-out-name-too-long", "bench run {suite_ok} --out {out}/" + "b" * 300, "over 255 bytes"),
+    C("eval-seed-negative", E + " --seed -7", "--seed must be >= 0, got -7"),
+    C("eval-seed-huge", E + " --seed 9223372036854775808", "--seed must be <="),
+    C("eval-lr-style-div-zero", E + " --step-size 1/0", "--step-size expects"),
+    # --- issue #12: checkpoints ---------------------------------------------------------------
+    C("ckpt-huge-arch", "evaluate {huge_arch}", "out of bounds"),
+    C("ckpt-arch-name-type", "evaluate {arch_type}", "names no valid architecture"),
+    C("ckpt-arch-classes", "evaluate {arch_classes}", "num_classes = -3"),
+    C("ckpt-int64-weights", "evaluate {int64_weights}", "stores conv1.weight as torch.int64"),
+    C("ckpt-float16-weights", "evaluate {half_weights}", "as torch.float16"),
+    C("ckpt-version-99", "evaluate {version99}", "format version 99"),
+    C("ckpt-fifo", "evaluate {fifo}", "is not a regular file"),
+    # --- issue #12: resume states -------------------------------------------------------------
+    C("resume-nan-last", "train --config {resume_nan_cfg} --out {resume_nan}", "NaN/inf weights"),
+    C(
+        "resume-negative-epoch",
+        "train --config {resume_neg_cfg} --out {resume_neg}",
+        "says epoch -3",
+    ),  # fmt: skip
+    C("resume-no-rng", "train --config {resume_norng_cfg} --out {resume_norng}", "lacks rng"),
+    C(
+        "resume-rows-mismatch",
+        "train --config {resume_rows_cfg} --out {resume_rows}",
+        "metrics rows that do not match",
+    ),  # fmt: skip
+    C(
+        "resume-init-list",
+        "train --config {resume_init_cfg} --out {resume_init}",
+        "is not a model checkpoint",
+    ),  # fmt: skip
+    # --- issue #12: results files with a valid checksum and wrong content ---------------------
+    C("tables-suite-escape", "tables {res_escape} --out {out}", "is not a safe name"),
+    C("tables-arm-escape", "tables {res_arm_escape} --out {out}", "arm '../x' is not a safe name"),
+    C("tables-model-slash", "tables {res_model_slash} --out {out}", "model 'a/b' is not a safe"),
+    C("tables-params-negative", "tables {res_params} --out {out}", "params=-5"),
+    C("tables-nonzero-float", "tables {res_nonzero} --out {out}", "nonzero_params=1.5"),
+    C("tables-sparsity-high", "tables {res_sparsity} --out {out}", "sparsity=7.0"),
+    C("tables-acc-bool", "tables {res_acc_bool} --out {out}", "clean_acc=True"),
+    C("tables-acc-negative", "tables {res_acc_neg} --out {out}", "clean_acc=-3"),
+    C("tables-final-acc", "tables {res_final_acc} --out {out}", "final_pgd_acc=1.5"),
+    C("tables-seed-negative", "tables {res_seed} --out {out}", "seed=-1"),
+    C("tables-seed-float", "tables {res_seed_float} --out {out}", "seed=0.5"),
+    C("tables-n-negative", "tables {res_n} --out {out}", "n=-10"),
+    C("tables-epochs-text", "tables {res_epochs} --out {out}", "epochs='four'"),
+    C("tables-seconds-nan", "tables {res_seconds} --out {out}", "train_seconds="),
+    C("tables-status-type", "tables {res_status} --out {out}", "status 3"),
+    C("tables-no-protocol", "tables {res_noprotocol} --out {out}", "has no evaluation protocol"),
+    C("tables-protocol-no-eps", "tables {res_noeps} --out {out}", "has no evaluation protocol"),
+    C("tables-rows-not-list", "tables {res_rows_dict} --out {out}", "rows is not a list"),
+    C("tables-row-not-object", "tables {res_row_str} --out {out}", "is not an object"),
+    C("tables-schema-99", "tables {res_schema99} --out {out}", "schema version 99"),
+    C("tables-fifo-json", "tables {res_fifo} --out {out}", "is not a regular file"),
+    C("tables-kind-unknown", "tables {res_kind} --out {out}", "unknown kind 'superticket'"),
+    C("tables-source-unknown", "tables {res_source} --out {out}", "source 'guessed'"),
+    C("tables-dataset-space", "tables {res_dataset} --out {out}", "dataset 'my data'"),
+    C("bench-schema-99", "bench run {suite_ok} --out {bench_schema99}", "schema version 99"),
+    C("tables-acc-string", "tables {res_acc_str} --out {out}", "clean_acc='0.5'"),
+    C("tables-acc-infinite", "tables {res_acc_inf} --out {out}", "fgsm_acc='inf'"),
+    C("tables-sparsity-negative", "tables {res_sparsity_neg} --out {out}", "sparsity=-0.1"),
+    C("tables-params-bool", "tables {res_params_bool} --out {out}", "params=True"),
+    C("ckpt-arch-channels", "evaluate {arch_channels}", "in_channels = 0"),
+    C("ckpt-arch-long-name", "evaluate {arch_long}", "names no valid architecture"),
+    # --- tables: more escapes through the suite field ------------------------------------------
+    C("tables-suite-absolute", "tables {res_abs} --out {out}", "is not a safe name"),
+    C("tables-suite-dotdot", "tables {res_dotdot} --out {out}", "is not a safe name"),
+    C("tables-suite-empty", "tables {res_empty_suite} --out {out}", "is not a safe name"),
+    C("tables-suite-number", "tables {res_num_suite} --out {out}", "is not a safe name"),
     # --- doctor and the group -------------------------------------------------------------------
     C("doctor-unknown-flag", "doctor --fix", "No such option '--fix'"),
     C("doctor-extra-arg", "doctor now", "unexpected extra argument"),
@@ -190,6 +277,8 @@ def _toml(path: Path, text: str) -> str:
 SUITE = """description = "bad-input fixture"
 seeds = {seeds}
 device = "cpu"
+[compare]
+allow_weak_stats = true
 [run.data]
 dataset = "synthetic"
 train_subset = 64
@@ -352,11 +441,167 @@ def ws(tmp_path_factory) -> dict[str, str]:
     _results(root / "res-mixed" / "a" / "results.json", eps=0.1)
     _results(root / "res-mixed" / "b" / "results.json", eps=0.2)
     p["res_mixed"] = str(root / "res-mixed")
+    _hardening_files(root, p, run, ckpt, cfg)
     return p
 
 
+def _signed(path: Path, doc: dict) -> None:
+    atomic_write_json(path, {k: v for k, v in doc.items() if k != "sha256"}, checksum=True)
+
+
+def _bad_results(root: Path, name: str, *, row: dict | None = None, **top) -> str:
+    """A results file with a valid checksum and one bad field (as a hostile tool would write)."""
+    path = _results(root / name / "results.json")
+    doc = json.loads(path.read_text())
+    if row:
+        doc["rows"][0].update(row)
+    doc.update(top)
+    _signed(path, doc)
+    return str(path.parent)
+
+
+def _resume_case(root: Path, name: str, cfg, edit) -> tuple[str, str]:
+    """A run directory trained 1 of 2 epochs whose last.pt (or init.pt) ``edit`` damages, and
+    a config file for 'train --out' to resume it (3 epochs)."""
+    from boosting_tickets.core.config import non_default
+    from boosting_tickets.training.run import run_dir_for
+
+    c2 = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=3))
+    run = run_dir_for(c2, root / name)
+    with pytest.raises(KeyboardInterrupt):  # interrupted in epoch 2: last.pt of epoch 1 stays
+        train(c2, run, log=_stop_in_epoch_2)
+    edit(run)
+    lines = []
+    for key, value in non_default(c2).items():
+        section, field = key.split(".", 1)
+        lines.append((section, field, value))
+    text = ""
+    for section in ("data", "model", "train", "eval"):
+        text += f"[{section}]\n" + "".join(
+            f"{f} = {json.dumps(list(v) if isinstance(v, tuple) else v)}\n"
+            for sec, f, v in lines
+            if sec == section
+        )
+    cfg_path = root / name / "cfg.toml"
+    cfg_path.write_text(text)
+    return str(cfg_path), str(root / name)
+
+
+def _stop_in_epoch_2(msg: str) -> None:
+    if msg.startswith("epoch 2/"):
+        raise KeyboardInterrupt
+
+
+def _edit_last(**changes):
+    def edit(run: Path) -> None:
+        state = torch.load(run / "last.pt", weights_only=True)
+        for k, v in changes.items():
+            if v is _DROP:
+                state.pop(k)
+            elif callable(v):
+                state[k] = v(state[k])
+            else:
+                state[k] = v
+        torch.save(state, run / "last.pt")
+
+    return edit
+
+
+_DROP = object()
+
+
+def _nan_weights(sd: dict) -> dict:
+    out = dict(sd)
+    k = next(k for k, v in out.items() if v.is_floating_point())
+    out[k] = out[k].clone().fill_(float("nan"))
+    return out
+
+
+def _hardening_files(root: Path, p: dict, run: Path, ckpt: dict, cfg) -> None:
+    import os
+
+    fifo = root / "fifo.json"
+    os.mkfifo(fifo)
+    p["fifo"] = str(fifo)
+    p["toml_seed"] = _toml(root / "seed.toml", "[train]\nseed = 9223372036854775808\n")
+    (root / "binary.toml").write_bytes(bytes(range(256)))
+    p["toml_binary"] = str(root / "binary.toml")
+    (root / "utf16.toml").write_bytes("[train]\nepochs = 2\n".encode("utf-16"))
+    p["toml_utf16"] = str(root / "utf16.toml")
+    s = root / "suites"
+    p["suite_seed_huge"] = _suite(s / "seedhuge.toml", seeds="[9223372036854775808]")
+    p["suite_seed_count"] = _suite(s / "seedcount.toml", seeds="100000000000")
+
+    def variant(name: str, **changes) -> str:
+        path = root / f"{name}.pt"
+        torch.save({**ckpt, **changes}, path)
+        return str(path)
+
+    p["huge_arch"] = variant("huge", arch={**ckpt["arch"], "model": "wrn-1000000-1000"})
+    p["arch_type"] = variant("archtype", arch={**ckpt["arch"], "model": 7})
+    p["arch_classes"] = variant("archclasses", arch={**ckpt["arch"], "num_classes": -3})
+    sd = dict(ckpt["state_dict"])
+    p["int64_weights"] = variant(
+        "int64", state_dict={**sd, "conv1.weight": sd["conv1.weight"].long()}
+    )
+    p["half_weights"] = variant(
+        "half", state_dict={**sd, "conv1.weight": sd["conv1.weight"].half()}
+    )
+    p["version99"] = variant("v99", version=99)
+    p["arch_channels"] = variant("archchannels", arch={**ckpt["arch"], "in_channels": 0})
+    p["arch_long"] = variant("archlong", arch={**ckpt["arch"], "model": "wrn-10-1" * 20})
+
+    for key, edit in {
+        "resume_nan": _edit_last(model=_nan_weights),
+        "resume_neg": _edit_last(epoch=-3),
+        "resume_norng": _edit_last(rng=_DROP),
+        "resume_rows": _edit_last(metrics=lambda rows: rows + rows),
+        "resume_init": lambda r: torch.save([1, 2, 3], r / "init.pt"),
+    }.items():
+        p[f"{key}_cfg"], p[key] = _resume_case(root, key, cfg, edit)
+
+    p["res_escape"] = _bad_results(root, "res-escape", suite="../../../x")
+    p["res_abs"] = _bad_results(root, "res-abs", suite="/tmp/x")
+    p["res_dotdot"] = _bad_results(root, "res-dotdot", suite="a..b")
+    p["res_empty_suite"] = _bad_results(root, "res-empty-suite", suite="")
+    p["res_num_suite"] = _bad_results(root, "res-num-suite", suite=5)
+    p["res_arm_escape"] = _bad_results(root, "res-arm", row={"arm": "../x"})
+    p["res_model_slash"] = _bad_results(root, "res-model", row={"model": "a/b"})
+    p["res_dataset"] = _bad_results(root, "res-dataset", row={"dataset": "my data"})
+    p["res_params"] = _bad_results(root, "res-params", row={"params": -5})
+    p["res_nonzero"] = _bad_results(root, "res-nonzero", row={"nonzero_params": 1.5})
+    p["res_sparsity"] = _bad_results(root, "res-sparsity", row={"sparsity": 7.0})
+    p["res_acc_bool"] = _bad_results(root, "res-acc-bool", row={"clean_acc": True})
+    p["res_acc_neg"] = _bad_results(root, "res-acc-neg", row={"clean_acc": -3})
+    p["res_final_acc"] = _bad_results(root, "res-final", row={"final_pgd_acc": 1.5})
+    p["res_seed"] = _bad_results(root, "res-seed", row={"seed": -1})
+    p["res_seed_float"] = _bad_results(root, "res-seed-float", row={"seed": 0.5})
+    p["res_n"] = _bad_results(root, "res-n", row={"n": -10})
+    p["res_epochs"] = _bad_results(root, "res-epochs", row={"epochs": "four"})
+    p["res_seconds"] = _bad_results(root, "res-seconds", row={"train_seconds": -1.0})
+    p["res_status"] = _bad_results(root, "res-status", row={"status": 3})
+    p["res_acc_str"] = _bad_results(root, "res-acc-str", row={"clean_acc": "0.5"})
+    p["res_acc_inf"] = _bad_results(root, "res-acc-inf", row={"fgsm_acc": float("inf")})
+    p["res_sparsity_neg"] = _bad_results(root, "res-sparsity-neg", row={"sparsity": -0.1})
+    p["res_params_bool"] = _bad_results(root, "res-params-bool", row={"params": True})
+    p["res_kind"] = _bad_results(root, "res-kind", row={"kind": "superticket"})
+    p["res_source"] = _bad_results(root, "res-source", row={"source": "guessed"})
+    p["res_noprotocol"] = _bad_results(root, "res-noprotocol", protocol={})
+    p["res_noeps"] = _bad_results(root, "res-noeps", protocol={"threat_model": "Linf"})
+    p["res_rows_dict"] = _bad_results(root, "res-rows-dict", rows={"a": 1})
+    p["res_row_str"] = _bad_results(root, "res-row-str", rows=["dense"])
+    p["res_schema99"] = _bad_results(root, "res-schema99", schema=99)
+    (root / "res-fifo").mkdir()
+    os.mkfifo(root / "res-fifo" / "results.json")
+    p["res_fifo"] = str(root / "res-fifo")
+    _edit_json(
+        _results(root / "bench-schema99" / "results.json", suite="ok"), schema=99, checksum=True
+    )
+    p["bench_schema99"] = str(root / "bench-schema99")
+
+
 def _state(root: Path) -> dict[str, bytes | None]:
-    """Every file (its bytes) and directory (None) under ``root``."""
+    """Every file (its bytes) and directory or FIFO (None) under ``root``."""
     return {
         str(q.relative_to(root)): (q.read_bytes() if q.is_file() else None)
         for q in sorted(root.rglob("*"))
@@ -364,7 +609,7 @@ def _state(root: Path) -> dict[str, bytes | None]:
 
 
 def test_the_matrix_is_comprehensive():
-    assert len(CASES) >= 30 and len({c.id for c in CASES}) == len(CASES)
+    assert len(CASES) >= 150 and len({c.id for c in CASES}) == len(CASES)
     commands = {c.command for c in CASES}
     for command in ("train", "evaluate", "find-ticket", "bench run", "tables", "compare"):
         assert any(c == command or c.startswith(command) for c in commands), command

@@ -212,8 +212,11 @@ def test_rerun_reuses_every_finished_run(bench_dir):
 def test_cli_reuses_runs_and_tables_read_them(bench_dir):
     root, out = bench_dir["root"], bench_dir["out"]
     before = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*") if p.is_file()}
+    results_mtime = (out / "results.json").stat().st_mtime_ns
     proc = run_cli("bench", "run", str(root / "tiny.toml"), "--out", str(out))
     assert proc.returncode == 0, proc.stderr
+    # Nothing changed, so results.json is not rewritten (a finished folder may be read-only).
+    assert (out / "results.json").stat().st_mtime_ns == results_mtime
     assert "| ticket-natural | 0    | complete |" in proc.stdout
     after = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*") if p.is_file()}
     assert after == before  # nothing retrained, nothing rewritten
@@ -287,7 +290,7 @@ def test_weak_statistics_are_refused_at_planning_time_unless_allowed(tmp_path, c
     assert code == 2 and "at or below chance + 2 SE of its 300 held-out images (0.135)" in err
     # A dry run plans it with the warning; --allow-weak-stats would run it with the warning.
     code, text, err = cli(capsys, "bench", "run", "sweep-capacity", "--dry-run")
-    assert code == 0 and "warning: suite sweep-capacity runs 2 seed(s)" in err
+    assert code == 0 and "warning: suite sweep-capacity runs 2 seed(s)" in text
 
 
 def test_bench_list_shows_every_suite(capsys):

@@ -187,3 +187,40 @@ def test_every_epoch_row_records_its_work_and_the_machine_load(tmp_path):
         assert r["eval_work_flops"] == pytest.approx((4 + 2 * 1 + 1) * 16 * fwd)
         assert r["load1"] is None or r["load1"] >= 0
     assert rows[1]["cum_work_flops"] == pytest.approx(2 * rows[0]["work_flops"])
+
+
+def test_divergence_names_the_setting_that_most_likely_caused_it():
+    import dataclasses
+
+    from boosting_tickets.training.callbacks import divergence_advice
+
+    cfg = tiny_config()
+    assert divergence_advice(cfg).startswith("lower --lr (now ")
+    wd = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, weight_decay=0.05))
+    assert divergence_advice(wd) == "lower --weight-decay (now 0.05, default 0.0001)"
+    trades = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, objective="trades",
+                                                                 trades_beta=50.0))  # fmt: skip
+    assert divergence_advice(trades).startswith("lower --trades-beta (now 50")
+
+
+def test_sigterm_keeps_the_resume_state_and_says_how_to_resume(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-m", "boosting_tickets", "train", "--dataset", "synthetic",
+            "--train-subset", "64", "--val-size", "16", "--test-subset", "16", "--batch-size",
+            "16", "--model", "wrn-10-1", "--epochs", "40", "--no-progress", "--out",
+            str(tmp_path)]  # fmt: skip
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)  # fmt: skip
+    for line in proc.stdout:  # wait for the first finished epoch
+        if line.startswith("epoch 1/"):
+            break
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert err.strip() == "error: terminated (SIGTERM); rerun the same command to resume"
+    assert list(tmp_path.glob("train_*/last.pt")) or list(tmp_path.glob("train_*/init.pt"))

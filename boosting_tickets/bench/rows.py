@@ -171,6 +171,26 @@ def _arm_records(suite: Suite, plan: Sequence[Any]) -> list[dict[str, Any]]:
     return arms
 
 
+def _unchanged(path: Path, rows: list[dict[str, Any]], failures: Sequence[Failure],
+               running: Sequence[Mapping[str, Any]], status: str) -> bool:  # fmt: skip
+    """Whether ``path`` already holds exactly these rows, failures, runs in progress and status."""
+    import json
+
+    from ..core.errors import UserError
+    from ..report.results import read_results
+
+    if not path.is_file() or running:
+        return False
+    try:
+        old = read_results(path)
+    except UserError:
+        return False
+    failed = [{"arm": f.planned.arm.name, "seed": f.planned.seed, "stage": f.stage,
+               "error": f.error} for f in failures]  # fmt: skip
+    same = json.loads(json.dumps(rows, default=str)) == old.get("rows")
+    return same and old.get("failed") == failed and old.get("status") == status
+
+
 def write_suite_results(
     run: SuiteRun,
     rows: list[dict[str, Any]],
@@ -185,6 +205,8 @@ def write_suite_results(
     from .plan import plan_suite
 
     suite = run.suite
+    if _unchanged(run.paths.results, rows, failures, running, status):
+        return  # a finished suite rerun: nothing to rewrite (its folder may be read-only)
     plan = plan_suite(suite, seeds)
     finds: dict[str, dict[str, Any]] = {}
     for o in run.seen.values():

@@ -242,13 +242,16 @@ def load_suite(name_or_path: str | Path, directory: Path | Sequence[Path] | None
 
 
 def _seeds(value: Any, where: str) -> tuple[int, ...]:
+    from ..training.hparams import MAX_SEED
+
     if isinstance(value, int) and not isinstance(value, bool):
-        if value < 1:
-            raise UserError(f"{where}: seeds = {value}; use a count >= 1 or a list like [0, 1]")
+        if not 1 <= value <= 10_000:
+            raise UserError(f"{where}: seeds = {value}; use a count in [1, 10000] or a list")
         return tuple(range(value))
     if isinstance(value, list) and value:
-        if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value):
-            raise UserError(f"{where}: seeds must be non-negative integers, got {value!r}")
+        if not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED
+                   for s in value):  # fmt: skip
+            raise UserError(f"{where}: seeds must be integers in [0, 2^63 - 1], got {value!r}")
         if len(set(value)) != len(value):
             raise UserError(f"{where}: seeds repeat in {value!r}; list each seed once")
         return tuple(value)

@@ -75,8 +75,21 @@ _NO_ARGS_IS_HELP = getattr(
 )
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived: stop like Ctrl-C (the resume state of the last finished epoch stays)."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the group, map every failure to one line + exit code."""
+    if hasattr(signal, "SIGTERM"):
+        try:
+            signal.signal(signal.SIGTERM, _on_sigterm)
+        except ValueError:  # not the main thread (an embedding application): leave it be
+            pass
     try:
         args = list(sys.argv[1:] if argv is None else argv)
         rv = cli.main(
@@ -101,6 +114,9 @@ def main(argv: list[str] | None = None) -> None:
     except (click.exceptions.Abort, KeyboardInterrupt):
         _echo_err("interrupted; rerun the same command to resume")
         sys.exit(128 + signal.SIGINT)
+    except Terminated:
+        _echo_err("terminated (SIGTERM); rerun the same command to resume")
+        sys.exit(128 + signal.SIGTERM)
     except Exception as exc:  # noqa: BLE001 - last line of defence: one line, not a traceback
         if os.environ.get(DEBUG_ENV):
             raise

@@ -94,7 +94,7 @@ def run_command(
     chosen = s.seeds_for(seeds)
     weak = allow_weak_stats or s.compare.allow_weak_stats
     for line in check_statistics(s, chosen, allow=weak or dry_run):
-        click.echo(line, err=True)
+        click.echo(line)  # on stdout with the run's log: stderr carries only the one-line errors
     static = parse_shard(shard) if shard is not None else None
     if static is not None and launch.launcher != "here":
         raise UserError(

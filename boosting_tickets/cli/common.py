@@ -16,7 +16,11 @@ def console_log(msg: str) -> None:
 
 
 def check_creatable(path: Path) -> None:
-    """Refuse an --out that can never be created (a parent is a file) before the work, not after."""
+    """Refuse an --out that can never be created (a parent is a file, a name too long for the
+    filesystem) before the work, not after."""
+    long = next((part for part in path.parts if len(part.encode()) > 255), None)
+    if long is not None:
+        raise UserError(f"cannot write {path}: the name {long[:40]}... is over 255 bytes")
     ancestor = next((q for q in path.absolute().parents if q.exists()), None)
     if ancestor is not None and not ancestor.is_dir():
         raise UserError(f"cannot write {path}: {ancestor} is a file, not a directory")

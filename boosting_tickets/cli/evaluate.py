@@ -43,7 +43,7 @@ from .options import (
               help="Start PGD at a uniform random point of the eps-ball.")  # fmt: skip
 @click.option("--bn-mode", type=click.Choice(BN_MODES), default="eval", show_default=True,
               help="BatchNorm mode while attacking and judging.")  # fmt: skip
-@click.option("--seed", type=Int(0), default=0, show_default=True,
+@click.option("--seed", type=Int(0, 2**63 - 1), default=0, show_default=True,
               help="Seed of the attacks' random starts.")  # fmt: skip
 @click.option(
     "--attack",

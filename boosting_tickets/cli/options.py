@@ -198,8 +198,8 @@ def _flag_of(param: Any) -> str:
 class Int(click.IntRange):
     """A whole number with a lower bound, refused in our one-line style (``--x must be >= 1``)."""
 
-    def __init__(self, low: int) -> None:
-        super().__init__(min=low)
+    def __init__(self, low: int, high: int | None = None) -> None:
+        super().__init__(min=low, max=high)
 
     def convert(self, value: Any, param: Any, ctx: Any) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
@@ -211,6 +211,8 @@ class Int(click.IntRange):
                 raise UserError(f"{_flag_of(param)} expects int, got '{value}'") from None
         if number < self.min:
             raise UserError(f"{_flag_of(param)} must be >= {self.min}, got {number}")
+        if self.max is not None and number > self.max:
+            raise UserError(f"{_flag_of(param)} must be <= {self.max}, got {number}")
         return number
 
 

@@ -199,7 +199,10 @@ def from_dict(cls: type[T], data: dict[str, Any], *, base: T | None = None, sour
 
 def load_toml(path: str | Path) -> dict[str, Any]:
     """Read a TOML file into a dict; unreadable or malformed files raise a one-line UserError."""
+    from .storage import check_regular
+
     p = Path(path)
+    check_regular(p, "config file")
     try:
         with p.open("rb") as fh:
             return tomllib.load(fh)
@@ -207,6 +210,8 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise UserError(f"config file not found: {p}") from None
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"config file {p} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"config file {p} is not valid TOML: not UTF-8 text") from None
     except OSError as exc:
         raise UserError(f"cannot read config file {p}: {exc.strerror}") from None
 

@@ -24,6 +24,7 @@ import os
 import pickle
 import secrets
 import signal
+import stat
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -143,6 +144,21 @@ def _digest(body: Any) -> str:
     return hashlib.sha256(canon.encode()).hexdigest()
 
 
+def check_regular(path: Path, what: str) -> None:
+    """A one-line UserError for a FIFO, socket or device where a file is expected: opening one
+    would block forever or read without end. A missing path passes (the caller reports it)."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise UserError(f"cannot read {what} {path}: {exc.strerror}") from None
+    if stat.S_ISDIR(mode):
+        return  # the caller says what a directory means here
+    if not stat.S_ISREG(mode):
+        raise UserError(f"{what} {path} is not a regular file (a FIFO, socket or device?)")
+
+
 def read_json(
     path: str | Path, *, what: str = "file", verify: bool = True, require_checksum: bool = False
 ) -> Any:
@@ -152,6 +168,7 @@ def read_json(
     without its ``"sha256"`` field, so that damage to the field's own name cannot skip the check.
     """
     p = Path(path)
+    check_regular(p, what)
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -187,6 +204,7 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
 
 def sniff_checkpoint(path: Path, what: str) -> None:
     """Reject files that cannot be a torch checkpoint before unpickling anything."""
+    check_regular(path, what)
     try:
         size = path.stat().st_size
         with path.open("rb") as fh:

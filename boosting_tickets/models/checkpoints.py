@@ -60,9 +60,34 @@ def build_from_arch(arch: Mapping[str, Any]) -> nn.Module:
     )
 
 
-def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, Any], source: str) -> None:
-    """``load_state_dict(strict=True)`` with a one-line error naming what does not fit."""
+def check_fits(model: nn.Module, state_dict: Mapping[str, Any], source: str) -> None:
+    """Raise a one-line UserError unless ``state_dict`` has exactly ``model``'s keys, shapes and
+    dtypes (``model`` may live on the meta device: nothing is allocated). A float16 or int64
+    tensor where the model holds float32 is refused rather than silently cast."""
     own = model.state_dict()
+    if not isinstance(state_dict, Mapping) or not all(
+        torch.is_tensor(v) for v in state_dict.values()
+    ):
+        raise UserError(f"{source} has no tensor state_dict (damaged); re-create it")
+    _check_keys_and_shapes(model, own, state_dict, source)
+    dtype = next((k for k in own if state_dict[k].dtype != own[k].dtype), None)
+    if dtype is not None:
+        raise UserError(
+            f"{source} stores {dtype} as {state_dict[dtype].dtype}, where the model holds "
+            f"{own[dtype].dtype}; convert the weights (e.g. .float()) instead of relying on a cast"
+        )
+
+
+def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, Any], source: str) -> None:
+    """``load_state_dict(strict=True)`` with a one-line error naming what does not fit (keys,
+    shapes, dtypes: :func:`check_fits`)."""
+    check_fits(model, state_dict, source)
+    model.load_state_dict(state_dict, strict=True)
+
+
+def _check_keys_and_shapes(
+    model: nn.Module, own: Mapping[str, Any], state_dict: Mapping[str, Any], source: str
+) -> None:
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
     shape = [
@@ -88,7 +113,6 @@ def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, Any], sour
             f"{source} does not fit architecture {arch} ({'; '.join(parts)}); "
             "it comes from another architecture or dataset"
         )
-    model.load_state_dict(state_dict, strict=True)
 
 
 def save_model(path: str | Path, model: nn.Module, arch: Mapping[str, Any], **extra: Any) -> None:
@@ -107,9 +131,15 @@ def read_model_checkpoint(path: str | Path) -> dict[str, Any]:
             f"checkpoint {path} is not a boosting-tickets model checkpoint "
             "(expected best.pt, last model or init.pt from a run directory)"
         )
+    if ckpt.get("version", 1) != 1:
+        raise UserError(
+            f"checkpoint {path} has format version {ckpt.get('version')!r}; this version of "
+            "boosting-tickets reads version 1 (upgrade boosting-tickets)"
+        )
     arch = ckpt.get("arch")
     if not isinstance(arch, dict) or any(k not in arch for k in ARCH_KEYS[:3]):
         raise UserError(f"checkpoint {path} lacks its architecture description; re-create it")
+    check_arch(arch, f"checkpoint {path}")
     sd = ckpt.get("state_dict")
     if not isinstance(sd, dict) or not all(torch.is_tensor(v) for v in sd.values()):
         raise UserError(f"checkpoint {path} has no tensor state_dict (damaged); re-create it")
@@ -123,9 +153,31 @@ def read_model_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
+def check_arch(arch: Mapping[str, Any], source: str) -> None:
+    """Types and bounds of an ``arch`` record, and its weights' fit on the meta device (no
+    memory), before any model is built from it."""
+    from .registry import parse_model
+
+    name, classes, channels = arch.get("model"), arch.get("num_classes"), arch.get("in_channels")
+    if not isinstance(name, str) or len(name) > 64:
+        raise UserError(f"{source} names no valid architecture ({name!r}); re-create it")
+    for key, v, high in (("num_classes", classes, 100_000), ("in_channels", channels, 64)):
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= high:
+            raise UserError(f"{source} has {key} = {v!r}; expected a whole number in [1, {high}]")
+    parse_model(name)  # a malformed or out-of-bounds name is a one-line error
+
+
+def probe_model(arch: Mapping[str, Any]) -> nn.Module:
+    """The architecture built on the meta device: shapes and dtypes, no memory."""
+    with torch.device("meta"):
+        return build_from_arch(arch)
+
+
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
-    """Build the checkpoint's architecture, load its weights strictly; returns (model, checkpoint)."""
+    """Build the checkpoint's architecture, load its weights strictly; returns (model, checkpoint).
+    The weights are checked against a meta-device copy before the real model is built."""
     ckpt = read_model_checkpoint(path)
+    check_fits(probe_model(ckpt["arch"]), ckpt["state_dict"], f"checkpoint {path}")
     model = build_from_arch(ckpt["arch"])
     load_state_dict_strict(model, ckpt["state_dict"], f"checkpoint {path}")
     return model.to(device), ckpt

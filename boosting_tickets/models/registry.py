@@ -60,7 +60,8 @@ def _conv(cin: int, cout: int, k: int, h: int, stride: int = 1, pad: int | None 
 
 # --- WideResNet ---------------------------------------------------------------------------------
 
-_WRN_RE = re.compile(r"^wrn-(\d+)-(\d+)$")
+_WRN_RE = re.compile(r"^wrn-(\d{1,7})-(\d{1,7})$")
+MAX_WRN_DEPTH, MAX_WRN_WIDEN = 202, 32
 
 
 def _wrn_parse(name: str) -> Params | None:
@@ -75,6 +76,13 @@ def _wrn_parse(name: str) -> Params | None:
         )
     if widen < 1:
         raise UserError(f"bad WideResNet widen factor {widen} in {name!r}: use K >= 1")
+    # Bounds far above any published WRN (WRN-70-16): a file naming wrn-1000000-1000 must not
+    # make the tool allocate it.
+    if depth > MAX_WRN_DEPTH or widen > MAX_WRN_WIDEN:
+        raise UserError(
+            f"WideResNet {name!r} is out of bounds (depth <= {MAX_WRN_DEPTH}, widen factor <= "
+            f"{MAX_WRN_WIDEN}); it cannot come from this toolkit"
+        )
     return {"depth": depth, "widen": widen}
 
 

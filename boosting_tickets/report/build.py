@@ -98,6 +98,10 @@ def regenerate(
     root = Path(out)
     if root.exists() and not root.is_dir():
         raise UserError(f"--out {root} is a file; pass a directory")
+    for rel, _ in report.files.items():
+        target = (root / rel).resolve()
+        if not target.is_relative_to(root.resolve()):
+            raise UserError(f"refusing to write {rel}: it would land outside --out {root}")
     for rel, data in sorted(report.files.items()):
         if isinstance(data, bytes):
             atomic_write_bytes(root / rel, data)

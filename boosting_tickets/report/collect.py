@@ -46,8 +46,13 @@ def find_results(root: str | Path, *, standalone: bool = True) -> list[ResultsDo
         )
     if base.is_file():
         return [ResultsDoc(base, base.name, read_results(base))]
+    from ..core.storage import check_regular
+
     out = []
     for p in sorted(base.rglob("*.json")):
+        check_regular(p, "results file")
+        if p.is_dir():
+            continue
         try:
             with p.open("r", encoding="utf-8", errors="replace") as fh:
                 head = fh.read(256)
@@ -160,10 +165,11 @@ def judged_rows(d: ResultsDoc) -> tuple[list[dict[str, Any]], dict[str, dict[str
     """The rows of ``d`` with convergence recomputed from their curves under the suite's target
     rule (``report.targets``), and the target records by baseline arm. Rows without curves
     (zoo models) pass through."""
+    from .results import tabulated
     from .targets import with_convergence
 
     compare = d.doc.get("compare") or {}
-    rows = list(d.doc.get("rows", []))
+    rows = [r for r in d.doc.get("rows", []) if tabulated(r)]
     curved = [r for r in rows if r.get("curve")]
     judged, records = with_convergence(compare, curved, floor=compare.get("chance_floor"))
     by_id = {id(r): j for r, j in zip(curved, judged, strict=True)}

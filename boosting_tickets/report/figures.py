@@ -20,6 +20,7 @@ dataset, model, eps, attack and test n. Arms of a sweep share one figure per gri
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -214,8 +215,10 @@ def _panels(groups: Sequence[Group]) -> dict[str, list[Group]]:
         if not g.has_curves:
             continue
         grid = g.first.get("grid") or {}
-        tag = "".join(f"_{k.rsplit('.', 1)[-1]}-{v}" for k, v in sorted(grid.items()))
-        out.setdefault(f"{g.suite}{tag}", []).append(g)
+        tag = "".join(f"_{str(k).rsplit('.', 1)[-1]}-{v}" for k, v in sorted(grid.items()))
+        # File names: only safe characters, whatever a results file says.
+        name = re.sub(r"[^A-Za-z0-9._=+-]", "_", f"{g.suite}{tag}").lstrip(".") or "suite"
+        out.setdefault(name, []).append(g)
     return out
 
 

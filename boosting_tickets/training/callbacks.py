@@ -93,6 +93,17 @@ def write_metrics(
     )
 
 
+def divergence_advice(cfg: RunConfig) -> str:
+    """The setting that most likely made a run diverge: a weight decay or TRADES beta far above
+    its default, else the learning rate."""
+    tc, default = cfg.train, type(cfg.train)()
+    if tc.weight_decay >= 10 * default.weight_decay:
+        return f"lower --weight-decay (now {tc.weight_decay:g}, default {default.weight_decay:g})"
+    if tc.objective == "trades" and tc.trades_beta >= 2 * default.trades_beta:
+        return f"lower --trades-beta (now {tc.trades_beta:g}, default {default.trades_beta:g})"
+    return f"lower --lr (now {tc.lr:g})"
+
+
 def epoch_line(row: Mapping[str, Any], epochs: int) -> str:
     """The console line of one epoch."""
     parts = [
@@ -118,8 +129,13 @@ class NonFiniteGuard(Callback):
     """
 
     def __init__(
-        self, paths: RunPaths, watched: Mapping[str, torch.Tensor], dist: Distributed | None = None
+        self,
+        paths: RunPaths,
+        watched: Mapping[str, torch.Tensor],
+        dist: Distributed | None = None,
+        advice: str = "lower --lr",
     ) -> None:
+        self.advice = advice
         self.paths, self.watched, self.dist = paths, dict(watched), dist or Distributed()
 
     def on_step_end(self, state: TrainState, step: StepEnd) -> None:
@@ -148,7 +164,7 @@ class NonFiniteGuard(Callback):
                 checksum=True,
             )
         kept = f"epoch {len(state.rows)}" if state.rows else "the initial weights"
-        raise TrainingFailed(f"{reason}; the last good checkpoint ({kept}) is kept; lower --lr")
+        raise TrainingFailed(f"{reason}; the last good checkpoint ({kept}) is kept; {self.advice}")
 
 
 class ProgressBar(Callback):
@@ -431,7 +447,7 @@ def standard_callbacks(
     if fault.startswith("kill_at_step:"):
         out.append(KillAtStep(fault, dist))
     out += [
-        NonFiniteGuard(paths, watched, dist),
+        NonFiniteGuard(paths, watched, dist, divergence_advice(cfg)),
         ProgressBar(tc.objective, tc.progress and primary),
         HeldOutEval(
             val_images,

@@ -28,6 +28,8 @@ from ..models.registry import validate_model_name
 from .objectives import objective_names, objectives
 from .schedule import SCHEDULES
 
+MAX_SEED = 2**63 - 1  # torch.manual_seed's bound: larger seeds fail after files are written
+
 if TYPE_CHECKING:
     from ..adversarial.protocol import EvalProtocol
     from ..adversarial.spec import AttackSpec
@@ -51,7 +53,8 @@ class DataConfig:
     test_subset: int | None = setting(
         None, "evaluate on this many test examples (deterministic); none = all", low=1
     )
-    data_seed: int = setting(0, "seed of the subset/validation selection (not the run seed)", low=0)
+    data_seed: int = setting(0, "seed of the subset/validation selection (not the run seed)", low=0,
+                        high=MAX_SEED)  # fmt: skip
     batch_size: int = setting(128, "training batch size", low=1)
     augment: bool = setting(True, "standard augmentation for the dataset (random crop, flip)")
 
@@ -118,7 +121,8 @@ class TrainConfig:
         "eval", "BatchNorm mode while crafting training attacks", choices=BN_MODES
     )
     trades_beta: float = setting(6.0, "TRADES robustness weight beta", low=0.0)
-    seed: int = setting(0, "run seed: init, data order, augmentation, attack starts", low=0)
+    seed: int = setting(0, "run seed: init, data order, augmentation, attack starts", low=0,
+                        high=MAX_SEED)  # fmt: skip
     select_metric: str = setting(
         "auto",
         "held-out metric choosing the best checkpoint; auto = pgd (clean for natural training)",
@@ -170,7 +174,8 @@ class EvalConfig:
         None, "held-out examples evaluated per epoch; none = the whole validation split", low=1
     )
     eval_batch_size: int = setting(500, "evaluation batch size", low=1, hashed=False)
-    eval_seed: int = setting(0, "seed of evaluation random starts (fixed across epochs)", low=0)
+    eval_seed: int = setting(0, "seed of evaluation random starts (fixed across epochs)", low=0,
+                             high=MAX_SEED)  # fmt: skip
     test_eval: bool = setting(True, "evaluate the best and last models on the test set at the end")
 
 

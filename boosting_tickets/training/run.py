@@ -156,6 +156,11 @@ def _initial_model(
     model = build_from_arch(arch)
     if paths.init.exists():
         ckpt = safe_torch_load(paths.init, what="init checkpoint")
+        if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+            raise UserError(
+                f"{paths.init} is not a model checkpoint (no state_dict); delete the run "
+                f"directory {paths.dir} to restart it"
+            )
         load_state_dict_strict(model, ckpt["state_dict"], f"init checkpoint {paths.init}")
     else:
         if init_state is not None:
@@ -191,6 +196,7 @@ def _resume(state: TrainState, paths: RunPaths, run_hash: str, gens: dict, ctx: 
         raise UserError(f"{paths.last} is not a training state; delete it to restart the run")
     if saved.get("hash") != run_hash:
         raise UserError(f"{paths.last} belongs to another run; delete it to restart")
+    check_state(saved, paths.last, state.epochs)
     load_state_dict_strict(state.model, saved["model"], f"training state {paths.last}")
     state.optimizer.load_state_dict(saved["optimizer"])
     per_rank = saved.get("rng_ranks")
@@ -203,6 +209,32 @@ def _resume(state: TrainState, paths: RunPaths, run_hash: str, gens: dict, ctx: 
     state.epoch = int(saved["epoch"])
     state.step = state.epoch * state.steps_per_epoch
     ctx.say(f"{paths.dir.name}: resuming after epoch {state.epoch}")
+
+
+def check_state(saved: Mapping[str, Any], path: Path, epochs: int) -> None:
+    """A resume state must hold every entry, an epoch in [0, epochs] with one metrics row per
+    finished epoch (numbered 1..epoch), and finite weights; else a one-line UserError."""
+    missing = [k for k in ("model", "optimizer", "rng", "metrics", "epoch") if k not in saved]
+    if missing:
+        raise UserError(f"{path} lacks {', '.join(missing)} (damaged); delete it to restart")
+    epoch, rows = saved["epoch"], saved["metrics"]
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 <= epoch <= epochs:
+        raise UserError(
+            f"{path} says epoch {epoch!r}, outside 0..{epochs} (damaged); delete it to restart"
+        )
+    if not isinstance(rows, list) or [r.get("epoch") if isinstance(r, dict) else None
+                                      for r in rows] != list(range(1, epoch + 1)):  # fmt: skip
+        raise UserError(f"{path} has metrics rows that do not match epoch {epoch}; delete it")
+    weights = saved["model"]
+    if not isinstance(weights, dict) or not all(torch.is_tensor(v) for v in weights.values()):
+        raise UserError(f"{path} holds no tensor weights (damaged); delete it to restart")
+    bad = next((k for k, v in weights.items() if v.is_floating_point() and not v.isfinite().all()),
+               None)  # fmt: skip
+    if bad is not None:
+        raise UserError(
+            f"{path} holds NaN/inf weights (in '{bad}'); delete it (and the run directory's "
+            "final.pt, if any) to restart the run from scratch"
+        )
 
 
 def _record_attempt(paths: RunPaths, from_epoch: int, dist: Distributed, device: Any) -> None:
