@@ -401,3 +401,59 @@ def test_bench_reports_a_diverged_run_and_tables_leave_it_out(tmp_path, capsys):
     tables = "\n".join(p.read_text() for p in (tmp_path / "tables").rglob("*.md"))
     assert "diverging seed 0 failed (train) and is not tabulated: training diverged" in stdout
     assert "| dense" in tables and "| diverging" not in tables
+
+
+# --- a real full disk ----------------------------------------------------------------------
+
+
+def _small_fs(tmp_path):  # noqa: ANN202 - a context manager
+    """A 600 KB tmpfs at tmp_path/fs when root can mount one, else None."""
+    import contextlib
+    import os
+    import subprocess
+
+    @contextlib.contextmanager
+    def mounted():
+        mnt = tmp_path / "fs"
+        mnt.mkdir()
+        ok = os.geteuid() == 0 and subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mnt)], capture_output=True
+        ).returncode == 0  # fmt: skip
+        try:
+            yield mnt if ok else None
+        finally:
+            if ok:
+                subprocess.run(["umount", str(mnt)], capture_output=True)
+
+    return mounted()
+
+
+def test_a_real_full_disk_gives_one_line_and_leaves_no_temp_file(tmp_path):
+    """A run whose checkpoints do not fit on a 600 KB filesystem (or, without root, under a
+    600 KB file-size limit): one line, exit 2, no partial or temporary file."""
+    import resource
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-m", "boosting_tickets", "train", "--dataset", "synthetic",
+            "--train-subset", "64", "--val-size", "16", "--test-subset", "16", "--batch-size",
+            "16", "--model", "wrn-10-2", "--epochs", "1", "--no-progress"]  # fmt: skip
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    with _small_fs(tmp_path) as fs:
+        if fs is not None:
+            proc = subprocess.run([*args, "--out", str(fs)], capture_output=True, text=True,
+                                  env=env)  # fmt: skip
+            where = fs
+        else:
+
+            def limit() -> None:
+                resource.setrlimit(resource.RLIMIT_FSIZE, (600_000, 600_000))
+
+            where = tmp_path / "out"
+            proc = subprocess.run([*args, "--out", str(where)], capture_output=True, text=True,
+                                  env=env, preexec_fn=limit)  # fmt: skip
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert "no space left on device" in proc.stderr or "file too large" in proc.stderr
+        leftovers = [p.name for p in where.rglob("*") if ".tmp" in p.name]
+        assert not leftovers, leftovers

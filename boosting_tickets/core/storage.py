@@ -91,6 +91,11 @@ def _fsync_dir(directory: Path) -> None:
 def _os_error(path: Path, exc: OSError) -> UserError:
     if exc.errno == errno.ENOSPC:
         return UserError(f"no space left on device while writing {path}; free space and rerun")
+    if exc.errno == errno.EFBIG:
+        return UserError(
+            f"cannot write {path}: file too large (a file-size limit, 'ulimit -f'?); raise the "
+            "limit or write elsewhere"
+        )
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return UserError(
             f"cannot write {path}: permission denied; choose a writable --out directory"
@@ -189,17 +194,19 @@ def read_json(
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temp file, fsync, rename: a crash never leaves a partial checkpoint."""
+    """``torch.save`` to a temp file, fsync, rename: a crash never leaves a partial checkpoint.
+
+    The checkpoint is serialized in memory first and written with plain file writes: torch's
+    own zip writer turns a full disk into an opaque ``RuntimeError`` ("unexpected pos ...") on a
+    real filesystem, while a plain write raises ``OSError(ENOSPC)``, which becomes one line.
+    """
+    import io
+
     import torch
 
-    p = Path(path)
-    try:
-        with _atomic_target(p) as tmp, open(tmp, "wb") as fh:
-            # Through a Python file object a full disk raises OSError(ENOSPC); torch's own file
-            # writer would raise an opaque RuntimeError ("unexpected pos ...") instead.
-            torch.save(obj, fh)
-    except OSError as exc:
-        raise _os_error(p, exc) from None
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getbuffer())
 
 
 def sniff_checkpoint(path: Path, what: str) -> None:
