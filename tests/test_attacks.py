@@ -422,3 +422,14 @@ def test_bad_function_inputs_raise_user_error():
             pass
     with pytest.raises(UserError):
         trades_perturb(model, x, 0.1, step_size=0.01, steps=1, autocast_dtype=torch.float64)
+
+
+def test_fgsm_with_a_random_start_resolves_to_wongs_step_like_the_attack_takes_it():
+    from boosting_tickets.adversarial.spec import AttackSpec
+
+    spec = AttackSpec("fgsm", eps=0.1, random_start=True).resolved()
+    assert spec.step_size == pytest.approx(0.125)  # 1.25 eps (Wong, Rice & Kolter 2020)
+    assert AttackSpec("fgsm", eps=0.1).resolved().step_size == pytest.approx(0.1)
+    assert (
+        AttackSpec("fgsm", eps=0.1, random_start=True, step_size=0.05).resolved().step_size == 0.05
+    )

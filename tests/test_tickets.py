@@ -377,3 +377,23 @@ def test_cli_mask_from_another_architecture(epoch_ticket, tmp_path):
                   "--model", "wrn-10-1", "--dataset", "synthetic")  # fmt: skip
     assert "another architecture" in _one_line_error(res)
     assert tree_digest(foreign) == before and not (tmp_path / "o").exists()
+
+
+def test_find_tickets_suggested_command_retrains_on_the_tickets_data(tmp_path, capsys):
+    import shlex
+
+    from support import cli_call
+
+    data = ["--dataset", "synthetic", "--train-subset", "64", "--val-size", "16",
+            "--test-subset", "16", "--batch-size", "16", "--model", "wrn-10-1"]  # fmt: skip
+    code, out, err = cli_call(["find-ticket", *data, "--epochs", "1", "--no-progress",
+                               "--out", str(tmp_path / "t")], capsys)  # fmt: skip
+    assert code == 0, err
+    line = next(x for x in out.splitlines() if x.startswith("retrain: "))
+    argv = shlex.split(line.removeprefix("retrain: "))[1:]  # drop the program name
+    for flag, value in zip(data[::2], data[1::2], strict=True):
+        assert argv[argv.index(flag) + 1] == value, flag
+    code, out, err = cli_call([*argv, "--no-progress", "--out", str(tmp_path / "r")], capsys)
+    assert code == 0, err
+    hp = json.loads(next((tmp_path / "r").glob("*/hparams.json")).read_text())
+    assert hp["config"]["data"]["train_subset"] == 64 and hp["config"]["train"]["epochs"] == 1

@@ -135,12 +135,16 @@ class AttackSpec:
     def resolved(self) -> AttackSpec:
         """Return a copy with ``step_size`` and ``random_start`` defaults filled in."""
         entry = self.entry()
-        step_size = self.step_size
-        if step_size is None:
-            step_size = entry.default_step * self.eps
         random_start = self.random_start
         if random_start is None:
             random_start = entry.random_start
+        step_size = self.step_size
+        if step_size is None:
+            step_size = entry.default_step * self.eps
+            if self.name == "fgsm" and random_start:
+                # FGSM from a random start is Wong et al.'s FGSM-RS: its step is 1.25·eps, as
+                # attacks.fgsm(random_start=True) takes it; eps would undershoot the ball.
+                step_size = 1.25 * self.eps
         return dataclasses.replace(self, step_size=step_size, random_start=random_start)
 
     def protocol(self) -> dict[str, Any]:

@@ -106,7 +106,11 @@ class TrainConfig:
         None, "lr at the start of warmup (the paper: the ticket-finding lr); none = lr/10", low=0.0
     )
     train_eps: float | None = setting(
-        None, "L∞ budget of the training attack; none = dataset default", low=0.0, high=1.0
+        None,
+        "L∞ budget of the training attack; none = the dataset's default (8/255 CIFAR, "
+        "0.1 Fashion-MNIST, 0.3 MNIST)",
+        low=0.0,
+        high=1.0,
     )
     train_steps: int = setting(10, "PGD/TRADES steps of the training attack", low=1)
     train_step_size: float | None = setting(

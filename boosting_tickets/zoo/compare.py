@@ -38,7 +38,8 @@ def comparison_protocol(dataset: str, *, autoattack: bool = False) -> EvalProtoc
 
     That is :func:`training.eval_protocol` of a default :class:`hparams.RunConfig` on ``dataset``:
     L∞ eps 8/255 on CIFAR, PGD-20 with step eps/4 and one random start, FGSM, BatchNorm in eval
-    mode, seed 0 (Madry et al. 2018; the boosting-tickets paper's evaluation) -- plus AutoAttack
+    mode, seed 0 (Madry et al. 2018's protocol; the boosting-tickets paper's official code attacks
+    without a random start, and with PGD-10 for VGG) -- plus AutoAttack
     standard (Croce & Hein 2020) when ``autoattack``.
     """
     from ..training.hparams import DataConfig, RunConfig, eval_protocol
