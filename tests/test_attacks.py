@@ -433,3 +433,47 @@ def test_fgsm_with_a_random_start_resolves_to_wongs_step_like_the_attack_takes_i
     assert (
         AttackSpec("fgsm", eps=0.1, random_start=True, step_size=0.05).resolved().step_size == 0.05
     )
+
+
+def _bn_model():
+    from boosting_tickets.models.registry import build_model
+
+    torch.manual_seed(0)
+    model = build_model("wrn-10-1", num_classes=10, in_channels=1, mean=None, std=None)
+    with torch.no_grad():  # running statistics unlike any batch's, so that modes differ
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+def test_bn_train_mode_evaluation_freezes_statistics_judges_in_eval_mode_and_is_never_weaker():
+    """--eval-bn-mode train once let held-out data overwrite the running statistics of the model
+    being trained, judged clean/FGSM in another mode than PGD, and let early exit (shrinking
+    batches, hence other batch statistics) be weaker than full PGD."""
+    from boosting_tickets.adversarial.evaluation import evaluate
+    from boosting_tickets.adversarial.protocol import EvalProtocol
+
+    model = _bn_model()
+    gen = torch.Generator().manual_seed(1)
+    x, y = torch.rand(64, 1, 28, 28, generator=gen), torch.randint(0, 10, (64,), generator=gen)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    protocol = EvalProtocol(eps=0.02, pgd_steps=3, step_size=0.01, bn_mode="train", seed=5)
+    res = evaluate(model, x, y, protocol, batch_size=32, per_point=True)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), "evaluation changed the model"
+    assert not model.training
+    with torch.no_grad():
+        clean_eval = (model(x).argmax(1) == y).float().mean().item()
+    assert res["clean_acc"] == pytest.approx(clean_eval)  # judged in eval mode, like PGD
+    # Full PGD in train mode on the same batches and random stream, judged in eval mode.
+    g = torch.Generator().manual_seed(5)
+    full = []
+    for s in (slice(0, 32), slice(32, 64)):
+        adv = pgd(model, x[s], y[s], 0.02, step_size=0.01, steps=3, bn_mode="train", generator=g)
+        with torch.no_grad():
+            full.append(model(adv).argmax(1) == y[s])
+    full_ok = torch.cat(full)
+    ours = torch.tensor(res["per_point"]["pgd"], dtype=torch.bool)
+    assert not bool((ours & ~full_ok).any()), "early exit kept a point full PGD fools"

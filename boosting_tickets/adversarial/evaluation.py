@@ -66,7 +66,9 @@ def _correct_masks(
         draws.append(_draws(fgsm_spec, True))
     world = dist.world if None not in draws else 1  # unknown streams: every rank does it all
     eps = float(protocol.eps)
-    with bn_mode(model, protocol.bn_mode):
+    # Every attack crafts in protocol.bn_mode with its BN statistics frozen (attacks restore
+    # them); every judgement, clean included, is made in eval mode, as robust_correct's is.
+    with bn_mode(model, "eval"):
         for k, s in enumerate(bar(range(0, n, batch_size))):
             x = _as_float(images[s : s + batch_size]).to(dev)
             if k % world != dist.rank % world:

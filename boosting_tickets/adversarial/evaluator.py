@@ -44,9 +44,38 @@ class _EarlyExit:
             self.forward += int(xb.shape[0])
         return logits.argmax(dim=1) != yb
 
+    def restart_whole_batch(
+        self, x: Tensor, y: Tensor, alive: Tensor, noise: Tensor | None
+    ) -> None:
+        """One restart in BatchNorm train mode: every point of the batch is attacked at every
+        step, as full PGD does, because batch statistics make one point's attack depend on the
+        others (dropping fooled points would change the attack and could make it weaker). A
+        point counts as fooled at the first iterate judged wrong in eval mode, so the result is
+        never weaker than full PGD; what early exit saves here is nothing but the bookkeeping."""
+        spec = self.spec
+        eps, step_size = spec.eps, float(spec.step_size)
+        check_iterates = not spec.entry().single_step
+        n = int(x.shape[0])
+        x_adv = start_point(x, noise)
+        for t in range(spec.steps):
+            grad, _ = input_grad(self.model, x_adv, y, self.autocast)
+            self.forward += n
+            self.backward += n
+            if check_iterates:
+                self._mark(self.wrong(x_adv, y) & alive, alive, t)
+            x_adv = project_step(x_adv, x, grad, step_size, eps)
+        self._mark(self.wrong(x_adv, y) & alive, alive, spec.steps)
+
+    def _mark(self, fooled: Tensor, alive: Tensor, t: int) -> None:
+        self.fooled_at[t] += int(fooled.sum())
+        alive[fooled] = False
+
     def restart(self, x: Tensor, y: Tensor, alive: Tensor, noise: Tensor | None) -> None:
         """One restart of signed L∞ steps on the points still ``alive`` (updated in place)."""
         spec = self.spec
+        if spec.bn_mode == "train":
+            self.restart_whole_batch(x, y, alive, noise)
+            return
         eps, step_size = spec.eps, float(spec.step_size)
         # FGSM counts only the clean input and the attack output, not the random-start point.
         check_iterates = not spec.entry().single_step
@@ -97,8 +126,9 @@ def robust_correct_with_stats(
     (a plugin's) is run once on the clean-correct points and its output judged.
 
     Correctness is always judged with the model in eval mode; with ``spec.bn_mode == "train"``
-    the attack runs in train mode (batch statistics of the surviving sub-batch) and each iterate
-    gets an extra eval-mode forward. The model's modes and BN statistics are restored.
+    the attack runs in train mode on the whole batch at every step (batch statistics couple the
+    points, so fooled points are not dropped: the result is never weaker than full PGD) and each
+    iterate gets an extra eval-mode forward. The model's modes and BN statistics are restored.
 
     Shapes: x (N, C, H, W) float in [0, 1], y (N,) int. Returns (robust (N,) bool tensor, stats)
     with stats keys: n, clean_correct, robust_correct, forward_images, backward_images (image
