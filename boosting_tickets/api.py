@@ -127,6 +127,22 @@ def _split_of_run(path: Path, split: str) -> tuple[int, int]:
     return val_size, data_seed
 
 
+def _run_config(path: Path) -> Any:
+    """The RunConfig of the run a checkpoint lies in (its hparams.json), or None."""
+    from .core.config import from_dict
+    from .core.storage import read_json
+    from .training.hparams import RunConfig
+
+    hp = RunPaths(path.parent).hparams
+    if not hp.is_file():
+        return None
+    record = read_json(hp, what="hparams file")
+    config = record.get("config") if isinstance(record, dict) else None
+    if not isinstance(config, dict):
+        raise UserError(f"{hp} holds no run settings (damaged); re-create the run")
+    return from_dict(RunConfig, config, source=str(hp))
+
+
 def evaluate_checkpoint(
     checkpoint: str | Path,
     *,
@@ -135,12 +151,12 @@ def evaluate_checkpoint(
     split: str = "test",
     n_examples: int | None = None,
     eps: float | None = None,
-    steps: int = 20,
+    steps: int | None = None,
     step_size: float | None = None,
-    restarts: int = 1,
-    random_start: bool = True,
-    bn_mode: str = "eval",
-    seed: int = 0,
+    restarts: int | None = None,
+    random_start: bool | None = None,
+    bn_mode: str | None = None,
+    seed: int | None = None,
     autoattack: bool = False,
     attacks: Sequence[str] = (),
     batch_size: int = 500,
@@ -149,15 +165,21 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     """Clean, FGSM, PGD-k (and further registered attacks, optionally AutoAttack) accuracy of a
     checkpoint (a run directory means its ``best.pt``) on the first ``n_examples`` images of its
-    dataset's ``split`` (``test``, or ``val``: the run's own held-out split). ``eps`` defaults to the
-    dataset's. Returns the evaluation dict with the checkpoint, dataset, split, architecture and
-    environment recorded."""
+    dataset's ``split`` (``test``, or ``val``: the run's own held-out split). A checkpoint inside a
+    run directory is evaluated by default on the run's own data (its test subset and data seed)
+    under the run's evaluation protocol, so the result equals the run's ``test_eval.json``; every
+    protocol argument left None takes the run's value, else the standard one (the dataset's eps,
+    PGD-20, step eps/4, 1 random restart, BN eval, seed 0). Returns the evaluation dict with the
+    checkpoint, dataset, split, architecture and environment recorded."""
+    import dataclasses
+
     from .adversarial.evaluation import evaluate
     from .adversarial.protocol import EvalProtocol
     from .core.environment import environment_info, resolve_device
     from .data.registry import get_spec
     from .data.splits import load_splits
     from .models.checkpoints import load_model as load
+    from .training.hparams import eval_protocol
 
     path = Path(checkpoint)
     path = RunPaths(path).best if path.is_dir() else path
@@ -167,13 +189,30 @@ def evaluate_checkpoint(
     if name is None:
         raise UserError(f"{path} does not name its dataset; pass --dataset")
     spec = get_spec(name)
-    protocol = EvalProtocol(
-        eps=spec.default_eps if eps is None else eps, pgd_steps=steps, step_size=step_size,
-        restarts=restarts, random_start=random_start, bn_mode=bn_mode, seed=seed,
+    run = _run_config(path)
+    base = EvalProtocol(eps=spec.default_eps) if run is None else eval_protocol(run)
+    given = {"eps": eps, "pgd_steps": steps, "step_size": step_size, "restarts": restarts,
+             "random_start": random_start, "bn_mode": bn_mode, "seed": seed}  # fmt: skip
+    protocol = dataclasses.replace(
+        base, **{k: v for k, v in given.items() if v is not None},
         autoattack=autoattack, attacks=tuple(attacks),
     )  # fmt: skip
-    val_size, data_seed = _split_of_run(path, split)
-    splits = load_splits(name, data_dir, val_size=val_size, data_seed=data_seed)
+    if (
+        eps is not None
+        and step_size is None
+        and run is not None
+        and run.eval.eval_step_size is None
+    ):
+        protocol = dataclasses.replace(protocol, step_size=None)  # eps/4 of the new eps
+    if run is not None and dataset in (None, run.data.dataset):
+        splits = dataclasses.replace(run.data, data_dir=str(data_dir)).load()
+        if split == "val" and not len(splits.val.labels):
+            raise UserError(
+                f"the run in {path.parent} held out no validation data; use --split test"
+            )
+    else:
+        val_size, data_seed = _split_of_run(path, split)
+        splits = load_splits(name, data_dir, val_size=val_size, data_seed=data_seed)
     if spec.channels != ckpt["arch"]["in_channels"]:
         raise UserError(
             f"{path} expects {ckpt['arch']['in_channels']}-channel inputs but {name} has "

@@ -48,7 +48,8 @@ def test_train_then_evaluate_writes_json_with_protocol(trained, tmp_path, capsys
     assert code == 0, err
     res = json.loads(dest.read_text())
     assert res["protocol"]["pgd_steps"] == 3 and res["protocol"]["bn_mode"] == "eval"
-    assert res["protocol"]["eps"] == pytest.approx(0.1) and res["n"] == 500
+    # A run's checkpoint is evaluated on the run's own test subset by default (not all 500).
+    assert res["protocol"]["eps"] == pytest.approx(0.1) and res["n"] == 50
     assert set(res["protocol"]["packages"]) >= {"torch", "torchvision"}
     assert 0 <= res["pgd_acc"] <= res["clean_acc"] <= 1
     # Evaluating on the run's own held-out split reproduces the split the run selected on.
@@ -169,3 +170,27 @@ def test_doctor_reports(capsys):
     assert {d["name"] for d in report["datasets"]} >= {"fashion-mnist", "cifar10", "synthetic"}
     assert report["environment"]["packages"]["torch"]
     assert code == (1 if "problem:" in err else 0)
+
+
+def test_evaluate_of_a_run_reproduces_its_test_eval_exactly(tmp_path, capsys):
+    """``evaluate RUN`` once took the whole test set (10,000 images where the run used 16) and
+    PGD-20 where the run used PGD-1; by default it now evaluates the run's own split under the
+    run's protocol, and equals test_eval.json."""
+    import json
+
+    from support import cli_call, small_config
+
+    from boosting_tickets.training.run import train
+
+    res = train(small_config(epochs=1, objective="pgd"), tmp_path / "run")
+    code, out, err = cli_call(["evaluate", str(tmp_path / "run"), "--json"], capsys)
+    assert code == 0, err
+    got = json.loads(out)
+    want = res.test["best"]
+    assert got["n"] == want["n"] == 16
+    assert got["protocol"]["pgd_steps"] == want["protocol"]["pgd_steps"] == 1
+    for k in ("clean_acc", "fgsm_acc", "pgd_acc"):
+        assert got[k] == want[k], k
+    # A flag still overrides the run's protocol.
+    code, out, _ = cli_call(["evaluate", str(tmp_path / "run"), "--json", "--steps", "3"], capsys)
+    assert code == 0 and json.loads(out)["protocol"]["pgd_steps"] == 3

@@ -35,16 +35,20 @@ from .options import (
               help="test, or val: the held-out split of the run the checkpoint belongs to.")  # fmt: skip
 @click.option("--n-examples", type=Int(1), default=None, help="Evaluate the first N.")
 @click.option("--eps", type=Fraction(), default=None,
-              help="L∞ budget, e.g. 8/255 [default: the dataset's].")  # fmt: skip
-@click.option("--steps", type=Int(1), default=20, show_default=True, help="PGD steps.")
-@click.option("--step-size", type=Fraction(), default=None, help="PGD step [default: eps/4].")
-@click.option("--restarts", type=Int(1), default=1, show_default=True, help="PGD restarts.")
-@click.option("--random-start/--no-random-start", default=True, show_default=True,
-              help="Start PGD at a uniform random point of the eps-ball.")  # fmt: skip
-@click.option("--bn-mode", type=click.Choice(BN_MODES), default="eval", show_default=True,
-              help="BatchNorm mode while attacking and judging.")  # fmt: skip
-@click.option("--seed", type=Int(0, 2**63 - 1), default=0, show_default=True,
-              help="Seed of the attacks' random starts.")  # fmt: skip
+              help="L∞ budget, e.g. 8/255 [default: the run's, else the dataset's].")  # fmt: skip
+@click.option("--steps", type=Int(1), default=None,
+              help="PGD steps [default: the run's, else 20].")  # fmt: skip
+@click.option("--step-size", type=Fraction(), default=None,
+              help="PGD step [default: the run's, else eps/4].")  # fmt: skip
+@click.option("--restarts", type=Int(1), default=None,
+              help="PGD restarts [default: the run's, else 1].")  # fmt: skip
+@click.option("--random-start/--no-random-start", default=None,
+              help="Start PGD at a uniform random point of the eps-ball [default: the run's, "
+              "else yes].")  # fmt: skip
+@click.option("--bn-mode", type=click.Choice(BN_MODES), default=None,
+              help="BatchNorm mode while attacking [default: the run's, else eval].")  # fmt: skip
+@click.option("--seed", type=Int(0, 2**63 - 1), default=None,
+              help="Seed of the attacks' random starts [default: the run's, else 0].")  # fmt: skip
 @click.option(
     "--attack",
     "attacks",
@@ -71,7 +75,9 @@ def evaluate_command(
 ) -> None:
     """Clean, FGSM and PGD-k accuracy (optionally further registered attacks and AutoAttack) of
     CHECKPOINT: a .pt file, or a run directory (its best.pt), on its dataset's test set or on the
-    run's own held-out split, with the full protocol recorded."""
+    run's own held-out split, with the full protocol recorded. For a checkpoint of a run the
+    defaults are the run's own data split (test subset, data seed) and evaluation protocol, so
+    that the result equals the run's test_eval.json; flags override them."""
     from ..api import evaluate_checkpoint
     from ..report.formats import fmt_cell, markdown_table
 
