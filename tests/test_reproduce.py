@@ -57,7 +57,11 @@ def test_committed_results_come_from_a_clean_ancestor_of_head():
 
     if not (REPO / ".git").exists():
         pytest.skip("not a git checkout")
-    for raw in sorted((REPO / "results" / "raw").glob("*.json")):
+    raws = sorted((REPO / "results").glob("raw/*.json")) + sorted(
+        (REPO / "results").glob("*/raw/*.json")
+    )
+    assert raws
+    for raw in raws:
         env = read_results(raw)["environment"]
         commit = str(env["git_commit"])
         assert env.get("git_clean") is True and not commit.endswith("+dirty"), raw.name

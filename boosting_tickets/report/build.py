@@ -25,7 +25,7 @@ from ..core.errors import UserError
 from .collect import ResultsDoc, check_protocols, find_results, group_rows, reference_groups
 from .compare import baseline_group, compare_arms
 from .formats import Table
-from .readme import findings, readme, warnings
+from .readme import findings, readme, summary_paragraph, warnings
 from .tables import ReportContext, table_registry
 
 
@@ -75,7 +75,7 @@ def build_report(
     warned = warnings(docs, groups)
     files["README.md"] = readme(
         docs, tables, groups, found, warned, ref_notes, sorted(figs), with_figures=with_figures,
-        source=source,
+        source=source, summary=summary_paragraph(comparisons),
     )  # fmt: skip
     return Report(files, {t.name: t for t in tables}, found, warned)
 

@@ -95,6 +95,36 @@ def findings(docs: Sequence[ResultsDoc], comparisons: Sequence[ArmComparison]) -
     return lines
 
 
+def summary_paragraph(comparisons: Sequence[ArmComparison]) -> str:
+    """One paragraph from the verdicts: how many comparisons came out faster, slower or
+    inconclusive in work and in wall-clock, per model, and the largest robust-accuracy gaps."""
+    if not comparisons:
+        return ""
+    by_model: dict[str, list[ArmComparison]] = {}
+    for c in comparisons:
+        by_model.setdefault(str(c.group.first.get("model")), []).append(c)
+    parts = []
+    for model, cs in by_model.items():
+        counts = []
+        for axis, get in (("work", lambda c: c.work_verdict.verdict),
+                          ("wall-clock", lambda c: c.wall_verdict.verdict)):  # fmt: skip
+            tally: dict[str, int] = {}
+            for c in cs:
+                tally[get(c)] = tally.get(get(c), 0) + 1
+            counts.append(f"{axis}: " + ", ".join(f"{n} {v}" for v, n in sorted(tally.items())))
+        gaps = [(c.pgd.diff.mean, c.group.arm) for c in cs if c.pgd.diff.mean is not None]
+        gap = ""
+        if gaps:
+            lo, hi = min(gaps), max(gaps)
+            gap = (f"; best test PGD accuracy minus dense from {100 * lo[0]:+.2f} pp ({lo[1]}) "
+                   f"to {100 * hi[0]:+.2f} pp ({hi[1]})")  # fmt: skip
+        parts.append(f"**{model}** ({len(cs)} arm(s) vs dense): {'; '.join(counts)}{gap}")
+    return (
+        "Computed from the verdicts below (each: paired 95% t-interval over seeds; faster or "
+        "slower only when it excludes zero). " + ". ".join(parts) + "."
+    )
+
+
 def warnings(docs: Sequence[ResultsDoc], groups: Sequence[Group]) -> list[str]:
     """What weakens the numbers: targets at chance, too few seeds, a noisy machine, dirty trees."""
     from .compare import epoch_time_spread
@@ -246,6 +276,7 @@ def readme(
     *,
     with_figures: bool,
     source: str,
+    summary: str = "",
 ) -> str:
     """``README.md`` of a results directory; every number in it comes from ``docs``."""
     suites = sorted({d.suite for d in docs})
@@ -262,6 +293,7 @@ def readme(
         "",
         "## Findings",
         "",
+        *([summary, ""] if summary else []),
         *([f"- {f}" for f in found] if found else ["- no arm has a dense baseline to compare"]),
         "",
         *(["## Warnings", "", *[f"- {w}" for w in warned], ""] if warned else []),
