@@ -126,7 +126,7 @@ def test_never_reaching_in_every_seed_is_slower():
     v, _ = speed_verdict({0: None, 1: None, 2: None}, {0: 4.0, 1: 3.0, 2: 4.0}, above_chance=True)
     assert v.verdict == "slower" and "never reached" in v.reason
     v, _ = speed_verdict({0: 2.0, 1: None, 2: 2.0}, {0: 4.0, 1: 3.0, 2: 4.0}, above_chance=True)
-    assert v.verdict == "inconclusive" and "missed the target in 1 of 3" in v.reason
+    assert v.verdict == "inconclusive" and "missed the target in 1 of the 3 seed(s)" in v.reason
 
 
 def test_results_from_a_dirty_tree_are_marked(tmp_path):

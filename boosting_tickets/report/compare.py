@@ -99,12 +99,14 @@ def speed_verdict(
     if not seeds:
         return Verdict(NO_VERDICT, "the baseline never reached the target"), paired
     missed = [s for s in seeds if arm.get(s) is None]
+    where = f"the {len(seeds)} seed(s) where the baseline reached it"
     if len(missed) == len(seeds):
         if len(seeds) >= MIN_SEEDS:
-            return Verdict(SLOWER, f"never reached the target ({len(seeds)} seeds)"), paired
-        return Verdict(INCONCLUSIVE, f"never reached the target, in {len(seeds)} seed(s)"), paired
+            return Verdict(SLOWER, f"never reached the target in {where}"), paired
+        why = f"never reached the target in {where}; fewer than {MIN_SEEDS} seeds"
+        return Verdict(INCONCLUSIVE, why), paired
     if missed:
-        why = f"missed the target in {len(missed)} of {len(seeds)} seeds"
+        why = f"missed the target in {len(missed)} of {where}"
         return Verdict(INCONCLUSIVE, why), paired
     d = paired.diff
     if not d.has_interval:
