@@ -143,6 +143,18 @@ def _run_config(path: Path) -> Any:
     return from_dict(RunConfig, config, source=str(hp))
 
 
+def _protocol(run: Any, default_eps: float, given: dict, autoattack: bool, attacks: tuple) -> Any:
+    """The run's evaluation protocol (or the standard one) with the arguments given applied."""
+    import dataclasses
+
+    from .adversarial.protocol import EvalProtocol
+    from .training.hparams import eval_protocol
+
+    base = EvalProtocol(eps=default_eps) if run is None else eval_protocol(run)
+    changes = {k: v for k, v in given.items() if v is not None}
+    return dataclasses.replace(base, **changes, autoattack=autoattack, attacks=attacks)
+
+
 def evaluate_checkpoint(
     checkpoint: str | Path,
     *,
@@ -174,12 +186,10 @@ def evaluate_checkpoint(
     import dataclasses
 
     from .adversarial.evaluation import evaluate
-    from .adversarial.protocol import EvalProtocol
     from .core.environment import environment_info, resolve_device
     from .data.registry import get_spec
     from .data.splits import load_splits
     from .models.checkpoints import load_model as load
-    from .training.hparams import eval_protocol
 
     path = Path(checkpoint)
     path = RunPaths(path).best if path.is_dir() else path
@@ -190,20 +200,9 @@ def evaluate_checkpoint(
         raise UserError(f"{path} does not name its dataset; pass --dataset")
     spec = get_spec(name)
     run = _run_config(path)
-    base = EvalProtocol(eps=spec.default_eps) if run is None else eval_protocol(run)
     given = {"eps": eps, "pgd_steps": steps, "step_size": step_size, "restarts": restarts,
              "random_start": random_start, "bn_mode": bn_mode, "seed": seed}  # fmt: skip
-    protocol = dataclasses.replace(
-        base, **{k: v for k, v in given.items() if v is not None},
-        autoattack=autoattack, attacks=tuple(attacks),
-    )  # fmt: skip
-    if (
-        eps is not None
-        and step_size is None
-        and run is not None
-        and run.eval.eval_step_size is None
-    ):
-        protocol = dataclasses.replace(protocol, step_size=None)  # eps/4 of the new eps
+    protocol = _protocol(run, spec.default_eps, given, autoattack, tuple(attacks))
     if run is not None and dataset in (None, run.data.dataset):
         splits = dataclasses.replace(run.data, data_dir=str(data_dir)).load()
         if split == "val" and not len(splits.val.labels):

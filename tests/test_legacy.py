@@ -41,7 +41,12 @@ def test_every_packaged_suite_plans_the_same_directories(name: str) -> None:
         }
         for p in plan_suite(load_suite(name))
     ]
-    assert got == HASHES["suites"][name]
+    want = HASHES["suites"][name]
+    # Every run planned before keeps its directory; a suite that gained seeds (quick: 2 -> 3)
+    # only adds runs of the new seeds.
+    assert got[: len(want)] == want
+    old_seeds = {w["seed"] for w in want}
+    assert all(g["seed"] not in old_seeds for g in got[len(want) :])
 
 
 @pytest.mark.parametrize("case", HASHES["configs"], ids=lambda c: f"{c['class']}-{c['hash']}")
@@ -69,7 +74,19 @@ def test_bench_run_reuses_every_legacy_run(legacy_out: Path) -> None:
     old = json.loads((legacy_out / "results.json").read_text())
     report = run_suite(load_suite(LEGACY / "legacy-mini.toml"), out=legacy_out, progress=False)
     assert not report.failures
-    assert report.rows == old["rows"]  # same runs, same numbers
+    # Same runs, same numbers: every field the legacy rows had is unchanged, except the
+    # convergence summary, which the current target rule recomputes (docs/speed.md).
+    assert len(report.rows) == len(old["rows"])
+    for new, was in zip(report.rows, old["rows"], strict=True):
+        for key, value in was.items():
+            if key == "convergence":
+                continue
+            if key == "curve":
+                assert [
+                    {k: c[k] for k in w} for c, w in zip(new["curve"], value, strict=True)
+                ] == value
+                continue
+            assert new[key] == value, key
     after = tree_digest(legacy_out)
     assert {k: v for k, v in after.items() if k != "results.json"} == {
         k: v for k, v in before.items() if k != "results.json"

@@ -212,8 +212,7 @@ def _resume(state: TrainState, paths: RunPaths, run_hash: str, gens: dict, ctx: 
 
 
 def check_state(saved: Mapping[str, Any], path: Path, epochs: int) -> None:
-    """A resume state must hold every entry, an epoch in [0, epochs] with one metrics row per
-    finished epoch (numbered 1..epoch), and finite weights; else a one-line UserError."""
+    """A resume state needs every entry, an epoch in [0, epochs], rows 1..epoch, finite weights."""
     missing = [k for k in ("model", "optimizer", "rng", "metrics", "epoch") if k not in saved]
     if missing:
         raise UserError(f"{path} lacks {', '.join(missing)} (damaged); delete it to restart")
