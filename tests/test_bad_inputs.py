@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -108,6 +109,14 @@ CASES = [
     C("ticket-is-a-run", T + " --ticket {run}", "lacks ticket.json"),
     C("ticket-mask-shape", T + " --ticket {ticket_badmask}", "mask does not fit this model"),
     C("ticket-other-arch", T.replace("wrn-10-1", "wrn-10-2") + " --ticket {ticket}", "wrn-10-1"),
+    C("ticket-no-hparams", T + " --ticket {ticket_nohparams}", "ticket hparams file not found"),
+    C("ticket-bad-hparams", T + " --ticket {ticket_badhparams}", "'train_subset' expects int"),
+    C("export-ticket-dir", "compare export {ticket} --model-dir {out}/m --name X", "untrained"),
+    C(
+        "export-rewind",
+        "compare export {ticket}/rewind.pt --model-dir {out}/m --name X",
+        "not masked",
+    ),  # fmt: skip
     # --- evaluate -------------------------------------------------------------------------------
     C("eval-eps-nan", E + " --eps nan", "eps"),
     C("eval-eps-inf", E + " --eps inf", "eps"),
@@ -350,11 +359,22 @@ def ws(tmp_path_factory) -> dict[str, str]:
     p.update(ticket=str(ticket.dir), mask=str(Path(ticket.dir) / "mask.pt"))
     bad = root / "ticket-badmask"
     bad.mkdir()
-    for name in ("ticket.json", "rewind.pt"):
+    for name in ("ticket.json", "rewind.pt", "hparams.json"):
         (bad / name).write_bytes((Path(ticket.dir) / name).read_bytes())
     other = build_model("wrn-10-2", num_classes=10, in_channels=1, mean=None, std=None)
     Mask.ones(prunable_parameters(other)).save(bad / "mask.pt")  # a WRN-10-2 mask
     p["ticket_badmask"] = str(bad)
+    # train --ticket reads the finding run's settings: a ticket without them, or with bad ones.
+    for name, record in (("nohparams", None), ("badhparams", "many")):
+        d = root / f"ticket-{name}"
+        shutil.copytree(ticket.dir, d, ignore=shutil.ignore_patterns("level_*", "rewind_*"))
+        if record is None:
+            (d / "hparams.json").unlink()
+        else:
+            doc = json.loads((d / "hparams.json").read_text())
+            doc["config"]["data"]["train_subset"] = record
+            (d / "hparams.json").write_text(json.dumps(doc))
+        p[f"ticket_{name}"] = str(d)
 
     ckpt = torch.load(run / "best.pt", weights_only=True)
     blocker = root / "not-a-dir"

@@ -391,9 +391,23 @@ def test_find_tickets_suggested_command_retrains_on_the_tickets_data(tmp_path, c
     assert code == 0, err
     line = next(x for x in out.splitlines() if x.startswith("retrain: "))
     argv = shlex.split(line.removeprefix("retrain: "))[1:]  # drop the program name
-    for flag, value in zip(data[::2], data[1::2], strict=True):
-        assert argv[argv.index(flag) + 1] == value, flag
+    # train --ticket takes the architecture and data settings from the ticket: pasted as printed,
+    # the command retrains on the 64 synthetic images the ticket was found on.
     code, out, err = cli_call([*argv, "--no-progress", "--out", str(tmp_path / "r")], capsys)
     assert code == 0, err
+    assert "from the ticket: " in out and "train_subset 64" in out
     hp = json.loads(next((tmp_path / "r").glob("*/hparams.json")).read_text())
     assert hp["config"]["data"]["train_subset"] == 64 and hp["config"]["train"]["epochs"] == 1
+    for flag, value in zip(data[::2], data[1::2], strict=True):
+        section = "model" if flag == "--model" else "data"
+        got = hp["config"][section][flag[2:].replace("-", "_")]
+        assert str(got) == value, flag
+    # A flag still overrides what the ticket gives; the run is then another directory.
+    code, out, err = cli_call([*argv, "--no-progress", "--train-subset", "32",
+                               "--out", str(tmp_path / "r")], capsys)  # fmt: skip
+    assert code == 0, err
+    subsets = sorted(
+        json.loads(p.read_text())["config"]["data"]["train_subset"]
+        for p in (tmp_path / "r").glob("*/hparams.json")
+    )
+    assert subsets == [32, 64]

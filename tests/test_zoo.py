@@ -343,7 +343,16 @@ def test_exported_ticket_loads_with_robustbench_load_model_and_identical_logits(
     ]
     assert meta["input_normalization"]["applied_by_architecture"] is True
     assert meta["nonzero_params"] == count_parameters(ticket.model)[1]
-    assert [p.name for p in model_dir.iterdir()] == ["cifar10"]  # the staging dir is gone
+    # The staging dir is gone; RobustBench's model-info entry sits beside the weights.
+    assert sorted(p.name for p in model_dir.iterdir()) == ["cifar10", "model_info"]
+    info = json.loads((model_dir / "model_info/cifar10/Linf/Wong2020Fast.json").read_text())
+    fields = {f.name for f in dataclasses.fields(rb.utils.ModelInfo)}
+    assert set(info) <= fields and rb.utils.ModelInfo(**info).architecture == "PreActResNet-18"
+    assert info["eps"] == "8/255" and info["dataset"] == "cifar10"
+    assert info["additional_data"] is False and info["number_forward_passes"] == 1
+    assert info["clean_acc"] is None and info["autoattack_acc"] is None  # never PGD as AutoAttack
+    assert "% of the weights are zero (pruned)" in info["footnote"]
+    assert f"model info: {model_dir / 'model_info'}" in out
     # Compared under its zoo name, the export is measured but never paired with Wong's numbers.
     cfg = zoo_config.CompareConfig(
         models=("Wong2020Fast",),
@@ -356,6 +365,25 @@ def test_exported_ticket_loads_with_robustbench_load_model_and_identical_logits(
     assert row["source"] == "measured" and row["model"] == "preact-resnet18"
     assert "boosting-tickets export of" in row["note"]
     assert row["nonzero_params"] == count_parameters(ticket.model)[1]
+
+
+def test_a_ticket_itself_is_not_exported_but_named_the_command_that_trains_it(tmp_path, capsys):
+    # Before: a ticket directory failed with "checkpoint not found .../best.pt", and its rewind.pt
+    # exported a dense, unmasked, untrained model without a word.
+    data = ["--dataset", "synthetic", "--train-subset", "32", "--val-size", "16",
+            "--test-subset", "16", "--batch-size", "16", "--model", "wrn-10-1"]  # fmt: skip
+    code, out, err = cli_call(["find-ticket", *data, "--epochs", "1", "--no-progress",
+                               "--out", str(tmp_path / "t")], capsys)  # fmt: skip
+    assert code == 0, err
+    (ticket_dir,) = (tmp_path / "t").glob("ticket_*")
+    before = tree_digest(tmp_path / "t")
+    for source in (ticket_dir, ticket_dir / "rewind.pt"):
+        code, out, err = cli_call(["compare", "export", str(source), "--model-dir",
+                                   str(tmp_path / "m"), "--name", "MyTicket"], capsys)  # fmt: skip
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert "untrained" in err and f"boosting-tickets train --ticket {ticket_dir}" in err
+    assert "not masked" in err
+    assert tree_digest(tmp_path / "t") == before and not (tmp_path / "m").exists()
 
 
 def test_export_under_a_new_name_loads_strictly_into_plain_wideresnet(tmp_path):

@@ -114,8 +114,10 @@ def export_cmd(
     overwrite: bool,
     threads: int | None,
 ) -> None:
-    """Write CHECKPOINT (a dense model or a ticket; a run directory means its best.pt) as
-    MODEL_DIR/<dataset>/<threat>/<name>.pt in RobustBench's format, checked logit for logit."""
+    """Write CHECKPOINT (a dense model or a retrained ticket; a run directory means its best.pt)
+    as MODEL_DIR/<dataset>/<threat>/<name>.pt in RobustBench's format, checked logit for logit,
+    with RobustBench's model-info entry in MODEL_DIR/model_info/<dataset>/<threat>/<name>.json. A
+    ticket directory (untrained) is refused with the command that retrains it."""
     from ..zoo.export import export_checkpoint
 
     if not name:
@@ -128,7 +130,8 @@ def export_cmd(
     click.echo(f"target: {res.target}")
     click.echo(
         f"parameters: {res.params} ({res.nonzero_params} nonzero); logits match robustbench's "
-        f"architecture to {res.max_logit_diff:.2g} on a probe batch"
+        f"architecture to {res.max_logit_diff:.2g} on a probe batch (largest logit "
+        f"{res.max_logit:.3g})"
     )
     if res.zoo_name:
         click.echo(
@@ -137,3 +140,10 @@ def export_cmd(
         )
     for note in res.notes:
         click.echo(f"note: {note}")
+    if res.model_info is not None:
+        click.echo(
+            f"model info: {res.model_info} (RobustBench's model_info entry; fill in the paper "
+            f"fields, and run robustbench.eval.benchmark(model, model_name='{name}', "
+            f"dataset='{dataset}', threat_model='{threat}', to_disk=True) in {model_dir} to add "
+            "clean_acc and autoattack_acc)"
+        )

@@ -49,6 +49,7 @@ def find_ticket_command(
 def _print_ticket(ticket: Any) -> None:
     """The levels of a found ticket, its sparsity and cost, and how to retrain it."""
     from ..report.formats import fmt_cell, markdown_table
+    from ..tickets.ticket import retrain_command
 
     meta = ticket.meta
     rows = [
@@ -81,25 +82,3 @@ def _print_ticket(ticket: Any) -> None:
         )
     click.echo(f"ticket: {ticket.dir}")
     click.echo(f"retrain: {retrain_command(ticket.dir, meta)}")
-
-
-def retrain_command(ticket_dir: Any, meta: dict[str, Any]) -> str:
-    """The command that retrains the ticket on the data it was found on: its model, dataset
-    and every non-default data setting of the finding, and its epoch count (override freely)."""
-    import shlex
-
-    from ..core.config import flag_name
-
-    words = ["boosting-tickets", "train", "--ticket", str(ticket_dir), "--model", meta["model"]]
-    nd = meta.get("non_default") or {}
-    settings = {"dataset": meta.get("dataset")}
-    settings |= {k.split(".", 1)[1]: v for k, v in nd.items() if k.startswith("data.")}
-    for key, value in settings.items():
-        if value is None:
-            continue
-        if isinstance(value, bool):
-            words.append(f"--{flag_name(key)}" if value else f"--no-{flag_name(key)}")
-        else:
-            words += [f"--{flag_name(key)}", str(value)]
-    words += ["--epochs", str(meta.get("find_epochs") or nd.get("train.epochs") or 10)]
-    return shlex.join(words)

@@ -42,12 +42,18 @@ def train_command(
 ) -> None:
     """Train a model with the objective of --objective (natural, FGSM, FGSM-RS, PGD or TRADES by
     default), resumably, in a directory named by the hash of the non-default settings; with
-    --ticket, retrain a ticket or one of its controls. Rerunning the same command resumes an
+    --ticket, retrain a ticket or one of its controls, on the ticket's architecture and data
+    settings unless a config file or flag says otherwise. Rerunning the same command resumes an
     interrupted run and does no work for a finished one."""
     from ..training.run import run_dir_for, train
     from .torchrun import joined, relaunch
 
-    cfg = build_config(RunConfig, config_path=config_path, cli_values=kw)
+    inherited = None
+    if ticket is not None:
+        from ..tickets.ticket import inherited_settings
+
+        inherited = inherited_settings(ticket)
+    cfg = build_config(RunConfig, config_path=config_path, cli_values=kw, inherited=inherited)
     check_creatable(Path(out) / "run")
     if control is not None and ticket is None:
         raise UserError("--control needs --ticket DIR (a control is a branch of a ticket)")
@@ -58,6 +64,8 @@ def train_command(
         if ticket is not None:
             from ..tickets.retrain import retrain_ticket
 
+            if dist.primary and inherited:
+                _say_inherited(cfg, inherited)
             result = retrain_ticket(cfg, ticket, out=out, control=control, log=console_log)
         else:
             run_dir = run_dir_for(cfg, out)
@@ -66,6 +74,20 @@ def train_command(
             result = train(cfg, run_dir, log=console_log)
         if dist.primary:
             print_run_summary(result)
+
+
+def _say_inherited(cfg: RunConfig, inherited: dict[str, Any]) -> None:
+    """Name the non-default settings a ticket's retraining took from its finding run."""
+    from ..core.config import non_default
+
+    taken = [
+        f"{key.split('.', 1)[1]} {value}"
+        for key, value in non_default(cfg).items()
+        if key.split(".", 1)[0] in inherited
+        and inherited[key.split(".", 1)[0]].get(key.split(".", 1)[1]) == value
+    ]
+    if taken:
+        click.echo(f"from the ticket: {', '.join(taken)} (a flag or --config overrides these)")
 
 
 def print_run_summary(result: Any) -> None:

@@ -308,14 +308,23 @@ class _Cleared:
 CLEARED: Any = _Cleared()
 
 
-def build_config(cls: type[T], *, config_path: str | Path | None, cli_values: dict[str, Any]) -> T:
-    """Defaults <- TOML file (if given) <- CLI flags that were given; then range-check.
+def build_config(
+    cls: type[T],
+    *,
+    config_path: str | Path | None,
+    cli_values: dict[str, Any],
+    inherited: dict[str, Any] | None = None,
+) -> T:
+    """Defaults <- ``inherited`` (a nested dict, e.g. a ticket's data and model sections) <- TOML
+    file (if given) <- CLI flags that were given; then range-check.
 
     ``cli_values`` maps setting names to values: None means "not given"; :data:`CLEARED` means the
     flag was given as ``none``; strings are parsed with :func:`parse_cli_value` (the CLI's
     parameter types hand over values already parsed).
     """
     cfg = cls()
+    if inherited:
+        cfg = from_dict(cls, inherited, base=cfg)
     if config_path is not None:
         cfg = from_dict(cls, load_toml(config_path), base=cfg, source=str(config_path))
     types_by_name = {key.rsplit(".", 1)[-1]: tp for key, _, tp in iter_settings(cls)}

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..core.config import config_hash
+from ..core.config import config_hash, from_dict, to_dict
 from ..core.errors import UserError
 from ..core.paths import TICKET_PREFIX, TicketPaths, hashed_dir
 from ..core.storage import file_sha256, read_json, safe_torch_load
@@ -66,9 +66,8 @@ class Ticket:
         return model
 
 
-def load_ticket(ticket_dir: str | Path) -> Ticket:
-    """Read a ticket directory written by :func:`find_ticket`; one-line UserError if incomplete."""
-    d = Path(ticket_dir)
+def check_ticket_dir(d: Path) -> TicketPaths:
+    """The paths of ticket directory ``d``; one-line UserError if it is not a finished one."""
     paths = TicketPaths(d)
     if not d.is_dir():
         raise UserError(f"ticket directory not found: {d}; pass a directory made by find-ticket")
@@ -78,6 +77,13 @@ def load_ticket(ticket_dir: str | Path) -> Ticket:
                 f"ticket directory {d} lacks {path.name} (unfinished or damaged find-ticket run); "
                 "rerun find-ticket with the same settings"
             )
+    return paths
+
+
+def load_ticket(ticket_dir: str | Path) -> Ticket:
+    """Read a ticket directory written by :func:`find_ticket`; one-line UserError if incomplete."""
+    d = Path(ticket_dir)
+    paths = check_ticket_dir(d)
     meta = read_json(paths.meta, what="ticket file")
     if not isinstance(meta, dict) or meta.get("format") != TICKET_FORMAT:
         raise UserError(f"{paths.meta} is not a boosting-tickets ticket file")
@@ -92,6 +98,35 @@ def load_ticket(ticket_dir: str | Path) -> Ticket:
     load_state_dict_strict(model, ckpt["state_dict"], f"rewind checkpoint {paths.rewind}")
     state = {k: v.detach().cpu() for k, v in ckpt["state_dict"].items()}
     return Ticket(dir=d, mask=mask, rewind_state=state, meta={**meta, "arch": ckpt["arch"]})
+
+
+# The sections a retraining inherits from the ticket's finding run unless told otherwise: a mask
+# only fits its architecture, and the ticket was found on these data.
+INHERITED_SECTIONS = ("data", "model")
+
+
+def inherited_settings(ticket_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """The finding run's ``data`` and ``model`` sections, ``{"data": {...}, "model": {...}}``
+    (TOML layout), from the ticket's ``hparams.json``; what ``train --ticket`` starts from before
+    a config file and flags override it. One-line UserError if the record is missing or damaged."""
+    paths = check_ticket_dir(Path(ticket_dir))
+    record = read_json(paths.hparams, what="ticket hparams file")
+    config = record.get("config") if isinstance(record, dict) else None
+    if not isinstance(config, dict):
+        raise UserError(f"{paths.hparams} holds no finding settings (damaged); rerun find-ticket")
+    # Validate through the finding run's own type: wrong types or unknown keys are one line.
+    found = from_dict(FindConfig, config, source=str(paths.hparams))
+    return {name: to_dict(getattr(found, name)) for name in INHERITED_SECTIONS}
+
+
+def retrain_command(ticket_dir: str | Path, meta: dict[str, Any]) -> str:
+    """The command that retrains the ticket: ``train --ticket`` takes the architecture and the data
+    settings from the ticket; the epoch count is the finding run's (override freely)."""
+    import shlex
+
+    epochs = meta.get("find_epochs") or (meta.get("non_default") or {}).get("train.epochs") or 10
+    return shlex.join(["boosting-tickets", "train", "--ticket", str(ticket_dir), "--epochs",
+                       str(epochs)])  # fmt: skip
 
 
 def ticket_dir_for(cfg: FindConfig, out: str | Path) -> Path:

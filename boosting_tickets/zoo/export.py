@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..core.errors import UserError
-from ..core.storage import atomic_torch_save, file_sha256, safe_torch_load
+from ..core.paths import RunPaths, TicketPaths
+from ..core.storage import atomic_torch_save, atomic_write_json, file_sha256, safe_torch_load
 from .checkpoints import (
     StateDictMismatch,
     meta_shapes,
@@ -22,7 +23,7 @@ from .checkpoints import (
     state_dict_mismatch,
     tensor_state_dict,
 )
-from .config import EXPORT_FORMAT, NORMALIZATION_KEYS, ZOO_DATASETS
+from .config import EXPORT_FORMAT, NORMALIZATION_KEYS, ZOO_DATASETS, check_model_name
 from .robustbench import check_zoo_target, zoo_checkpoint_path, zoo_entry, zoo_models
 
 if TYPE_CHECKING:
@@ -41,12 +42,14 @@ class ExportResult:
     target: str
     zoo_name: bool
     max_logit_diff: float
+    max_logit: float
     normalization_in_target: bool
     mean: tuple[float, ...] | None
     std: tuple[float, ...] | None
     params: int
     nonzero_params: int
     notes: tuple[str, ...]
+    model_info: Path | None = None
 
 
 def _plain_architecture(arch: Mapping[str, Any]) -> tuple[str, Callable[[], Any]]:
@@ -137,14 +140,33 @@ class _Export:
         return mean, tuple(round(float(v), 6) for v in norm.std.flatten().tolist())
 
 
+def _untrained_ticket(ticket_dir: Path, rewind: Path | None = None) -> str:
+    """Why a ticket itself is not exported, and the commands that make a model that is."""
+    what = (
+        f"{rewind} is a ticket's rewind point: untrained, and not masked"
+        if rewind is not None
+        else f"{ticket_dir} is a ticket: a mask and an untrained rewind point, no trained model"
+    )
+    return (
+        f"{what}; retrain it first (`boosting-tickets train --ticket {ticket_dir}`, which prints "
+        "its run directory) and export that run directory, whose best.pt is the masked, "
+        "trained ticket"
+    )
+
+
 def _source(checkpoint: str | os.PathLike[str], name: str, dataset: str, threat: str) -> _Export:
-    """Our model (a run or ticket directory means its best.pt), checked against the dataset."""
+    """Our model (a run directory means its best.pt), checked against the dataset; a ticket
+    itself is refused (:func:`_untrained_ticket`)."""
     from ..models.checkpoints import load_model
 
     src = Path(checkpoint)
+    if src.is_dir() and TicketPaths(src).meta.is_file():
+        raise UserError(_untrained_ticket(src))
     if src.is_dir():
-        src = src / "best.pt"
+        src = RunPaths(src).best
     model, ckpt = load_model(src)
+    if ckpt.get("kind") == "rewind":
+        raise UserError(_untrained_ticket(src.parent, src))
     model.eval()
     arch = ckpt["arch"]
     classes = ZOO_DATASETS[dataset]
@@ -243,6 +265,55 @@ def _meta(exp: _Export) -> dict[str, Any]:
     }
 
 
+# RobustBench's L-inf radius on CIFAR, as its model_info files write it.
+_ZOO_EPS = {"Linf": "8/255"}
+
+
+def _architecture_label(arch: Mapping[str, Any]) -> str:
+    """The architecture as RobustBench's leaderboard names it (WideResNet-28-10, PreActResNet-18)."""
+    m = re.match(r"^wrn-(\d+)-(\d+)$", arch["model"])
+    if m:
+        return f"WideResNet-{m.group(1)}-{m.group(2)}"
+    return {"preact-resnet18": "PreActResNet-18"}.get(arch["model"], arch["model"])
+
+
+def model_info(exp: _Export, nonzero: int, params: int) -> dict[str, Any]:
+    """The entry RobustBench's ``model_info/<dataset>/<threat>/<name>.json`` holds for a
+    submission (the fields of ``robustbench.utils.ModelInfo``). What we know is filled in; the
+    paper's fields (link, name, authors, venue) and the accuracies are left null: robustbench's
+    ``benchmark(..., to_disk=True)`` run in the model directory fills ``clean_acc`` and
+    ``autoattack_acc`` into this very file, and it keeps fields it does not measure."""
+    sparse = params - nonzero
+    footnote = (
+        f"Boosting ticket: {sparse / params:.1%} of the weights are zero (pruned)."
+        if sparse > 0.01 * params
+        else None
+    )
+    return {
+        "link": None,
+        "name": None,
+        "authors": None,
+        "additional_data": False,
+        "number_forward_passes": 1,
+        "dataset": exp.dataset,
+        "venue": None,
+        "architecture": _architecture_label(exp.arch),
+        "eps": _ZOO_EPS[exp.threat],
+        "clean_acc": None,
+        "reported": None,
+        "autoattack_acc": None,
+        "footnote": footnote,
+    }
+
+
+def model_info_path(
+    model_dir: str | os.PathLike[str], name: str, dataset: str, threat: str
+) -> Path:
+    """``<model_dir>/model_info/<dataset>/<threat>/<name>.json``: where robustbench's
+    ``benchmark(..., to_disk=True)`` run from ``model_dir`` updates it."""
+    return Path(model_dir) / "model_info" / dataset / threat / f"{check_model_name(name)}.json"
+
+
 def _load_back(exp: _Export, staging: Path, staged: Path) -> Any:
     """The staged file loaded the way users will load it."""
     if exp.zoo:
@@ -258,10 +329,12 @@ def _load_back(exp: _Export, staging: Path, staged: Path) -> Any:
     return loaded.eval()
 
 
-def _write_verified(exp: _Export, meta: dict[str, Any], model_dir: Path, out: Path) -> float:
+def _write_verified(
+    exp: _Export, meta: dict[str, Any], model_dir: Path, out: Path
+) -> tuple[float, float]:
     """Write into a staging model dir beside the target, load it back, compare logits on a fixed
     probe batch, and only then move it into place: a file that fails never replaces anything.
-    Returns the largest logit difference."""
+    Returns the largest logit difference and the largest logit (its scale)."""
     import torch
 
     # robustbench reads checkpoint['last'] for these entries (see its utils.load_model).
@@ -285,7 +358,8 @@ def _write_verified(exp: _Export, meta: dict[str, Any], model_dir: Path, out: Pa
         with torch.no_grad():
             got = loaded(probe if exp.has_norm or not exp.normalizes else exp.normalizer(probe))
         max_diff = float((want - got).abs().max())
-        if not max_diff <= _LOGIT_RTOL * max(1.0, float(want.abs().max())):
+        max_logit = float(want.abs().max())
+        if not max_diff <= _LOGIT_RTOL * max(1.0, max_logit):
             raise UserError(
                 f"{exp.target} computes other logits than {exp.src} on a probe batch (max "
                 f"difference {max_diff:.3g}; its forward pass differs from ours); nothing was "
@@ -298,7 +372,7 @@ def _write_verified(exp: _Export, meta: dict[str, Any], model_dir: Path, out: Pa
             raise UserError(f"cannot write {out}: {exc.strerror}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return max_diff
+    return max_diff, max_logit
 
 
 def export_checkpoint(
@@ -312,8 +386,11 @@ def export_checkpoint(
 ) -> ExportResult:
     """Write our model checkpoint as ``<model_dir>/<dataset>/<threat>/<name>.pt`` for RobustBench.
 
-    ``checkpoint`` is a boosting-tickets model checkpoint (``best.pt``, ``final.pt`` ...; a run or
-    ticket directory means its ``best.pt``); a ticket exports dense, with zeros where pruned.
+    ``checkpoint`` is a boosting-tickets model checkpoint (``best.pt``, ``final.pt`` ...; a run
+    directory means its ``best.pt``); a retrained ticket exports dense, with zeros where pruned. A
+    ticket directory or its ``rewind.pt`` (untrained, and rewind.pt unmasked) is refused with the
+    command that retrains it. Beside the weights, ``<model_dir>/model_info/<dataset>/<threat>/
+    <name>.json`` gets RobustBench's model-info entry (:func:`model_info`).
     If ``name`` is a zoo name (e.g. ``Wong2020Fast`` for a preact-resnet18), the file is made
     for that entry's architecture and ``robustbench.load_model(name, model_dir)`` loads it; any
     other name targets robustbench's plain WideResNet / PreActResNet, which load the file's
@@ -333,7 +410,12 @@ def export_checkpoint(
     _match_target(exp)
     _place_normalization(exp)
     meta = _meta(exp)
-    max_diff = _write_verified(exp, meta, Path(model_dir), out)
+    max_diff, max_logit = _write_verified(exp, meta, Path(model_dir), out)
+    info = model_info_path(model_dir, name, dataset, threat)
+    try:
+        atomic_write_json(info, model_info(exp, meta["nonzero_params"], meta["params"]))
+    except OSError as exc:
+        raise UserError(f"cannot write {info}: {exc.strerror}") from None
     mean, std = exp.stats()
     shown = exp.normalizes or exp.has_norm
     return ExportResult(
@@ -341,10 +423,12 @@ def export_checkpoint(
         exp.target,
         exp.zoo,
         max_diff,
+        max_logit,
         exp.has_norm,
         mean if shown else None,
         std if shown else None,
         meta["params"],
         meta["nonzero_params"],
         tuple(exp.notes),
+        info,
     )
