@@ -86,6 +86,23 @@ def cli_call(args: list[str], capsys) -> tuple[int, str, str]:
     return code, out, err
 
 
+# The data and model flags of a one-epoch CLI ticket on 64 synthetic images.
+TICKET_CLI_DATA = ["--dataset", "synthetic", "--train-subset", "64", "--val-size", "16",
+                   "--test-subset", "16", "--batch-size", "16", "--model", "wrn-10-1"]  # fmt: skip
+
+
+def cli_find_ticket(out: Path, capsys) -> tuple[Path, str]:
+    """``find-ticket`` with :data:`TICKET_CLI_DATA` for one epoch into ``out``, in-process;
+    returns (the ticket directory, stdout)."""
+    code, stdout, err = cli_call(
+        ["find-ticket", *TICKET_CLI_DATA, "--epochs", "1", "--no-progress", "--out", str(out)],
+        capsys,
+    )
+    assert code == 0, err
+    (ticket_dir,) = Path(out).glob("ticket_*")
+    return ticket_dir, stdout
+
+
 def tiny_suite(arms: str, description: str = "a tiny suite") -> str:
     """A suite file of one seed on 64 synthetic images (WRN-10-1, one PGD-1 epoch, PGD-1
     evaluation, tickets found by one natural epoch); ``arms`` holds its [[arms]] tables. It

@@ -382,13 +382,10 @@ def test_cli_mask_from_another_architecture(epoch_ticket, tmp_path):
 def test_find_tickets_suggested_command_retrains_on_the_tickets_data(tmp_path, capsys):
     import shlex
 
-    from support import cli_call
+    from support import TICKET_CLI_DATA as data
+    from support import cli_call, cli_find_ticket
 
-    data = ["--dataset", "synthetic", "--train-subset", "64", "--val-size", "16",
-            "--test-subset", "16", "--batch-size", "16", "--model", "wrn-10-1"]  # fmt: skip
-    code, out, err = cli_call(["find-ticket", *data, "--epochs", "1", "--no-progress",
-                               "--out", str(tmp_path / "t")], capsys)  # fmt: skip
-    assert code == 0, err
+    _, out = cli_find_ticket(tmp_path / "t", capsys)
     line = next(x for x in out.splitlines() if x.startswith("retrain: "))
     argv = shlex.split(line.removeprefix("retrain: "))[1:]  # drop the program name
     # train --ticket takes the architecture and data settings from the ticket: pasted as printed,

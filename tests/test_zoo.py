@@ -18,7 +18,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support import cli_call, run_cli, tree_digest
+from support import cli_call, cli_find_ticket, run_cli, tree_digest
 from torch import nn
 
 from boosting_tickets.adversarial.evaluation import evaluate
@@ -370,12 +370,7 @@ def test_exported_ticket_loads_with_robustbench_load_model_and_identical_logits(
 def test_a_ticket_itself_is_not_exported_but_named_the_command_that_trains_it(tmp_path, capsys):
     # Before: a ticket directory failed with "checkpoint not found .../best.pt", and its rewind.pt
     # exported a dense, unmasked, untrained model without a word.
-    data = ["--dataset", "synthetic", "--train-subset", "32", "--val-size", "16",
-            "--test-subset", "16", "--batch-size", "16", "--model", "wrn-10-1"]  # fmt: skip
-    code, out, err = cli_call(["find-ticket", *data, "--epochs", "1", "--no-progress",
-                               "--out", str(tmp_path / "t")], capsys)  # fmt: skip
-    assert code == 0, err
-    (ticket_dir,) = (tmp_path / "t").glob("ticket_*")
+    ticket_dir, _ = cli_find_ticket(tmp_path / "t", capsys)
     before = tree_digest(tmp_path / "t")
     for source in (ticket_dir, ticket_dir / "rewind.pt"):
         code, out, err = cli_call(["compare", "export", str(source), "--model-dir",

@@ -50,8 +50,9 @@ from ..core.storage import atomic_write_json, read_json
 from ..models.checkpoints import load_state_dict_strict, read_model_checkpoint, save_model
 from ..models.masks import Mask
 from ..models.registry import build_model
+from ..training.directories import check_hparams, claimed, create_claimed
 from ..training.hparams import RunConfig
-from ..training.run import RunResult, check_hparams, claimed, train
+from ..training.run import RunResult, train
 from .config import FindConfig, parse_rewind
 from .criteria import criteria
 from .pruning import output_layer_name, per_round_rate, prune_by_scores, with_bn_channels
@@ -208,15 +209,7 @@ def find_ticket(
     with claimed(paths.dir, f"finding {paths.dir.name}", dist, wait):
         if paths.meta.exists():  # found by another process while we waited
             return load_ticket(paths.dir)
-        if dist.primary:
-            try:
-                paths.dir.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise UserError(
-                    f"cannot create ticket directory {paths.dir}: {exc.strerror}"
-                ) from None
-            check_hparams(paths.hparams, record)
-        dist.barrier()
+        create_claimed(paths.dir, paths.hparams, record, dist, "ticket directory")
         _search(search, start, k_epochs, base_mask)
     return load_ticket(paths.dir)
 

@@ -19,8 +19,7 @@ CPU with fixed seeds, gives exactly the metrics of an uninterrupted run; a finis
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..core.claims import ClaimBusy, holding
 from ..core.config import config_hash, non_default, to_dict
 from ..core.distributed import Distributed, check_global_batch, current
 from ..core.environment import environment_info, resolve_device
@@ -50,6 +48,7 @@ from .callbacks import (
     standard_callbacks,
     write_metrics,
 )
+from .directories import check_hparams, claimed, create_claimed
 from .hparams import RunConfig, eval_protocol, train_attack_spec
 from .loop import Callback, TrainState, fit
 from .objectives import objectives
@@ -90,44 +89,6 @@ def run_dir_for(
 ) -> Path:
     """``root/<prefix>_<hash of non-default settings (+extra)>``."""
     return hashed_dir(root, prefix, config_hash(cfg, extra))
-
-
-def check_hparams(path: Path, record: Mapping[str, Any], *, write: bool = True) -> None:
-    """Refuse a directory holding another run's settings; write ``hparams.json`` if absent."""
-    if path.exists():
-        old = read_json(path, what="hparams file")
-        if old.get("hash") != record["hash"] or old.get("non_default") != record["non_default"]:
-            raise UserError(
-                f"{path.parent} holds a run with other settings (hash {old.get('hash')}); "
-                "use another --out directory or delete it"
-            )
-    elif write:
-        atomic_write_json(path, dict(record))
-
-
-@contextlib.contextmanager
-def claimed(target: Path, what: str, dist: Distributed, wait: float | None) -> Iterator[None]:
-    """Hold the claim on ``target`` for the block (``core.claims``): the primary claims it, and
-    every rank learns whether that worked, so a refused claim stops all of them alike."""
-    if not dist.active:
-        with holding(target, what, wait=wait):
-            yield
-        return
-    stack = contextlib.ExitStack()
-    problem: tuple[str, Any] | None = None
-    if dist.primary:
-        try:
-            stack.enter_context(holding(target, what, wait=wait))
-        except ClaimBusy as exc:
-            problem = (str(exc), exc.holder)
-        except UserError as exc:
-            problem = (str(exc), None)
-    problem = dist.gather(problem)[0]
-    if problem is not None:
-        message, holder = problem
-        raise UserError(message) if holder is None else ClaimBusy(message, holder)
-    with stack:
-        yield
 
 
 def finished_result(paths: RunPaths) -> RunResult | None:
@@ -334,16 +295,8 @@ def train(
         done = finished_result(paths)  # another process may have finished it while we waited
         if done is not None:
             return done
-        if dist.primary:
-            # Only now that device and data are known to work: a refused run leaves no directory.
-            try:
-                paths.dir.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise UserError(
-                    f"cannot create run directory {paths.dir}: {exc.strerror}"
-                ) from None
-            check_hparams(paths.hparams, record)
-        dist.barrier()
+        # Only now that device and data are known to work: a refused run leaves no directory.
+        create_claimed(paths.dir, paths.hparams, record, dist, "run directory")
         result = _run(ctx, mask, init_state, callbacks)
     return result
 
