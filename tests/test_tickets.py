@@ -253,9 +253,49 @@ def test_controls_keep_the_sparsity_they_promise(imp_ticket):
     glob, _ = control_start(ticket, "random-mask-global", seed=0)
     assert glob.counts() == ticket.mask.counts()
     assert any(int(glob[n].sum()) != int(ticket.mask[n].sum()) for n in glob.weight_names())
-    assert set(tickets_controls.control_names()) == {"reinit", "random-mask", "random-mask-global"}
+    assert set(tickets_controls.control_names()) == {
+        "reinit", "random-mask", "random-mask-global", "reinit-rescaled", "shuffled-ticket"
+    }  # fmt: skip
     with pytest.raises(UserError, match="unknown control"):
         control_start(ticket, "shuffle")
+
+
+def test_rescaled_reinit_is_reinit_at_the_tickets_per_layer_norm(imp_ticket):
+    ticket, *_ = imp_ticket
+    mask, fresh = control_start(ticket, "reinit", seed=3)
+    same_mask, scaled = control_start(ticket, "reinit-rescaled", seed=3)
+    assert same_mask.digest() == ticket.mask.digest() == mask.digest()
+    for name in ticket.mask.weight_names():
+        kept = ticket.mask[name].bool()
+        want = ticket.rewind_state[name][kept].norm()
+        torch.testing.assert_close(scaled[name][kept].norm(), want, rtol=1e-5, atol=0)
+        # the very draw of reinit, only scaled: same direction, per layer
+        ratio = scaled[name][kept] / fresh[name][kept]
+        torch.testing.assert_close(
+            ratio, torch.full_like(ratio, float(ratio[0])), rtol=1e-5, atol=0
+        )
+    others = [k for k in fresh if k not in ticket.mask.weight_names()]
+    assert others and all(torch.equal(scaled[k], fresh[k]) for k in others)  # BN, biases
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**31))
+def test_shuffled_ticket_moves_the_tickets_own_values_within_each_layer(imp_ticket, seed):
+    ticket, *_ = imp_ticket
+    mask, state = control_start(ticket, "shuffled-ticket", seed=seed)
+    assert mask.digest() == ticket.mask.digest()
+    moved = 0
+    for name in ticket.mask.weight_names():
+        kept = ticket.mask[name].bool()
+        mine, theirs = state[name][kept], ticket.rewind_state[name][kept]
+        assert torch.equal(mine.sort().values, theirs.sort().values), name  # a permutation
+        assert torch.equal(state[name][~kept], ticket.rewind_state[name][~kept])  # pruned: as is
+        moved += int((mine != theirs).sum())
+    assert moved > 0
+    assert all(torch.equal(state[k], v) for k, v in ticket.rewind_state.items()
+               if k not in ticket.mask.weight_names())  # fmt: skip
+    again = control_start(ticket, "shuffled-ticket", seed=seed)[1]
+    assert all(torch.equal(again[k], state[k]) for k in state)  # deterministic per seed
 
 
 def test_retraining_with_another_architecture_is_refused(imp_ticket, tmp_path):

@@ -26,7 +26,9 @@ from .common import check_creatable, console_log, set_threads
     type=opt.RegistryChoice(control_names, "control", "control"),
     default=None,
     help="With --ticket: a control instead of the ticket, e.g. reinit (same mask, fresh init), "
-    "random-mask (mask shuffled within each layer) or random-mask-global (across layers).",
+    "reinit-rescaled (that init at the ticket's per-layer norm), shuffled-ticket (the ticket's "
+    "values permuted within layers), random-mask (mask shuffled within each layer) or "
+    "random-mask-global (across layers).",
 )
 @opt.threads_option
 @opt.nproc_option

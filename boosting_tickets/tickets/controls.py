@@ -7,7 +7,15 @@ itself (its mask at θ_rewind). Built in (Frankle & Carbin 2019; Li et al. 2020)
   init seed 7, reinit seed 9);
 * ``random-mask`` -- θ_rewind under the ticket's mask shuffled within each layer (every layer
   keeps its sparsity);
-* ``random-mask-global`` -- the same, shuffled over all layers (the global sparsity is kept).
+* ``random-mask-global`` -- the same, shuffled over all layers (the global sparsity is kept);
+* ``reinit-rescaled`` -- ``reinit``'s fresh init (the very same draw), each masked layer scaled
+  so that its surviving weights have the ticket's L2 norm: a ticket found at a small lr keeps
+  roughly the largest weights of θ0, so its init is larger than a fresh one under the same mask,
+  and this control separates that scale effect from the ticket's values;
+* ``shuffled-ticket`` -- the ticket's own surviving θ_rewind values permuted within each layer over
+  the same mask positions (Frankle, Dziugaite, Roy & Carbin 2021, "Pruning neural networks at
+  initialization: why are we missing the mark?"): same mask, same per-layer value distribution and
+  scale, but no weight keeps its value.
 
 ``start(ticket, seed)`` returns ``(mask, initial weights)``; the weights are unmasked
 (``training.train`` applies the mask) and every random draw comes from a seed derived from the
@@ -42,7 +50,8 @@ def derived_seed(what: str, ticket_hash: str, seed: int) -> int:
     return int.from_bytes(digest[:4], "little")
 
 
-def _reinit(ticket: Any, seed: int) -> tuple[Any, dict[str, Any]]:
+def _fresh_state(ticket: Any, seed: int) -> dict[str, Any]:
+    """``reinit``'s fresh init of the ticket's architecture (CPU tensors, unmasked)."""
     import torch
 
     from ..models.checkpoints import build_from_arch
@@ -50,7 +59,37 @@ def _reinit(ticket: Any, seed: int) -> tuple[Any, dict[str, Any]]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derived_seed("reinit", ticket.meta["hash"], seed))
         fresh = build_from_arch(ticket.arch)
-    return ticket.mask, {k: v.detach().cpu() for k, v in fresh.state_dict().items()}
+    return {k: v.detach().cpu().clone() for k, v in fresh.state_dict().items()}
+
+
+def _reinit(ticket: Any, seed: int) -> tuple[Any, dict[str, Any]]:
+    return ticket.mask, _fresh_state(ticket, seed)
+
+
+def _reinit_rescaled(ticket: Any, seed: int) -> tuple[Any, dict[str, Any]]:
+    """``reinit``'s draw with every masked layer scaled to the ticket's per-layer norm of
+    surviving weights, ``||θ_rewind ⊙ m||₂ / ||θ_fresh ⊙ m||₂`` (1 where either is zero)."""
+    state = _fresh_state(ticket, seed)
+    for name in ticket.mask.weight_names():
+        kept = ticket.mask[name].to(state[name].dtype)
+        want = float((ticket.rewind_state[name] * kept).norm())
+        have = float((state[name] * kept).norm())
+        if want > 0 and have > 0:
+            state[name].mul_(want / have)
+    return ticket.mask, state
+
+
+def _shuffled_ticket(ticket: Any, seed: int) -> tuple[Any, dict[str, Any]]:
+    """θ_rewind with each layer's surviving values permuted among the surviving positions."""
+    import torch
+
+    gen = torch.Generator().manual_seed(derived_seed("shuffled-ticket", ticket.meta["hash"], seed))
+    state = {k: v.clone() for k, v in ticket.rewind_state.items()}
+    for name in ticket.mask.weight_names():
+        where = ticket.mask[name].bool()
+        survivors = state[name][where]
+        state[name][where] = survivors[torch.randperm(survivors.numel(), generator=gen)]
+    return ticket.mask, state
 
 
 def shuffled_mask_start(name: str, scope: str) -> Start:
@@ -85,6 +124,18 @@ BUILTIN_CONTROLS: tuple[ControlEntry, ...] = (
         "θ_rewind under the mask shuffled across layers",
         "random-mask",
         shuffled_mask_start("random-mask-global", "global"),
+    ),
+    ControlEntry(
+        "reinit-rescaled",
+        "reinit's fresh init scaled to the ticket's per-layer norm of surviving weights",
+        "reinit-rescaled",
+        _reinit_rescaled,
+    ),
+    ControlEntry(
+        "shuffled-ticket",
+        "the ticket's surviving θ_rewind values permuted within each layer (same mask)",
+        "shuffled-ticket",
+        _shuffled_ticket,
     ),
 )
 
