@@ -153,6 +153,11 @@ CASES = [
     C("find-rewind-malformed", F + " --rewind epoch:x", "--rewind 'epoch:x' is malformed"),
     C("find-rewind-missing", F + " --rewind {root}/nope.pt", "neither init, epoch:K"),
     C("find-rewind-late", F + " --rewind epoch:3", "must be below --epochs"),
+    C(
+        "find-rewind-iter-late",
+        F + " --rewind iter:4",
+        "beyond the finding run's 4 optimizer steps",
+    ),
     C("find-imp-rounds", F + " --imp-rounds 0", "--imp-rounds must be >= 1"),
     C("find-output-rate", F + " --output-rate 2", "--output-rate must be <= 1.0"),
     # --- bench run ------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from boosting_tickets.tickets.retrain import control_start, retrain_ticket
 from boosting_tickets.tickets.ticket import load_ticket
 from boosting_tickets.training import callbacks
 from boosting_tickets.training.hparams import TrainConfig
+from boosting_tickets.training.run import train
 from boosting_tickets.training.schedule import learning_rate
 
 # A finding run of a few seconds: WRN-10-1 on the synthetic 1x16x16 dataset, 2 epochs.
@@ -339,9 +340,43 @@ def test_rewind_to_an_external_checkpoint_starts_and_rewinds_there(tmp_path):
     )
 
 
+def test_rewind_to_an_iteration_inside_an_epoch_holds_the_weights_after_that_step(tmp_path):
+    from boosting_tickets.training.loop import Callback
+
+    # 128 images in batches of 64: 2 steps per epoch, so step 3 lies inside epoch 2.
+    cfg = _find_cfg(rewind="iter:3")
+    ticket = find_ticket(cfg, tmp_path / "out")
+    assert (ticket.dir / "level_0/train/step_3.pt").is_file()
+    assert not list(ticket.dir.glob("rewind_epoch_*"))  # no extra run: a snapshot of level 0
+
+    class Capture(Callback):
+        seen: dict = {}
+
+        def on_step_end(self, state, step):
+            if state.step == 3:
+                Capture.seen = {k: v.detach().clone() for k, v in state.model.state_dict().items()}
+
+    # The same finding schedule trained on its own, captured after step 3 in memory.
+    train(cfg.run_config(), tmp_path / "plain", callbacks=[Capture()])
+    assert Capture.seen and set(Capture.seen) == set(ticket.rewind_state)
+    for k, v in Capture.seen.items():
+        assert torch.equal(ticket.rewind_state[k], v), k
+    theta0 = safe_torch_load(tmp_path / "plain/init.pt")["state_dict"]
+    assert any(not torch.equal(theta0[k], v) for k, v in Capture.seen.items())
+    # At an epoch's end iter:K is epoch:K/steps, the same ticket weights either way.
+    by_iter = find_ticket(_find_cfg(rewind="iter:2"), tmp_path / "out")
+    by_epoch = find_ticket(_find_cfg(rewind="epoch:1"), tmp_path / "out")
+    assert all(torch.equal(by_iter.rewind_state[k], v) for k, v in by_epoch.rewind_state.items())
+    # A lost snapshot of a finished finding run is a one-line error naming the fix.
+    (ticket.dir / "level_0/train/step_3.pt").unlink()
+    (ticket.dir / "ticket.json").unlink()
+    with pytest.raises(UserError, match="no snapshot of step 3 .* delete"):
+        find_ticket(cfg, tmp_path / "out")
+
+
 def test_bad_rewind_and_ignore_list_are_refused_before_any_work(tmp_path):
-    with pytest.raises(UserError, match="2 iterations per epoch"):
-        find_ticket(_find_cfg(rewind="iter:3"), tmp_path)
+    with pytest.raises(UserError, match="beyond the finding run's 4 optimizer steps"):
+        find_ticket(_find_cfg(rewind="iter:4"), tmp_path)
     with pytest.raises(UserError, match="matches no prunable weight"):
         find_ticket(_find_cfg(prune_ignore="block9.weight"), tmp_path)
     wrong = tmp_path.parent / f"{tmp_path.name}_wrn.pt"

@@ -66,6 +66,10 @@ class RunPaths:
     init, last, best, final = _In(INIT), _In(LAST), _In(BEST), _In(FINAL)
     tensorboard, attempts = _In(TENSORBOARD), _In(ATTEMPTS)
 
+    def step_snapshot(self, step: int) -> Path:
+        """``step_<K>.pt``: the weights right after optimizer step K (a mid-epoch rewind point)."""
+        return self.dir / f"step_{step}.pt"
+
 
 @dataclass(frozen=True)
 class TicketPaths:

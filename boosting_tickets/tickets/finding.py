@@ -13,9 +13,11 @@ epoch/iteration k (Frankle et al. 2020) and to a pre-trained checkpoint (Chen et
 A ticket directory ``<out>/ticket_<hash>/`` (hash of the non-default find settings)::
 
     hparams.json        the FindConfig and its hash
-    level_0/train/      the dense finding run (a training run directory; its init.pt is θ0)
-    rewind_epoch_K/     rewind epoch:K / iter:K only: the same run stopped after K epochs
-                        (final.pt = θ_K; same seed and schedule, so the weights are those of epoch K)
+    level_0/train/      the dense finding run (a training run directory; its init.pt is θ0); for
+                        an iter:K inside an epoch, its step_K.pt is θ_K (weights after step K)
+    rewind_epoch_K/     rewind epoch:K (or iter:K at an epoch's end) only: the same run stopped
+                        after K epochs (final.pt = θ_K; same seed and schedule, so the weights
+                        are those of epoch K)
     level_L/mask.pt     the mask after L pruning rounds, with level_L/prune.json (its report)
     level_L/train/      IMP only (L < R): training of the round-L subnetwork from the rewind point
     mask.pt             the ticket's mask (= level_R/mask.pt)
@@ -45,11 +47,12 @@ from ..core.config import check_ranges, config_hash, non_default, to_dict
 from ..core.distributed import Distributed, current
 from ..core.environment import environment_info
 from ..core.errors import UserError
-from ..core.paths import TICKET_PREFIX, TicketPaths, hashed_dir
-from ..core.storage import atomic_write_json, read_json
+from ..core.paths import TICKET_PREFIX, RunPaths, TicketPaths, hashed_dir
+from ..core.storage import atomic_write_json, read_json, safe_torch_load
 from ..models.checkpoints import load_state_dict_strict, read_model_checkpoint, save_model
 from ..models.masks import Mask
 from ..models.registry import build_model
+from ..training.callbacks import SNAPSHOT_FORMAT, StepSnapshot
 from ..training.directories import check_hparams, claimed, create_claimed
 from ..training.hparams import RunConfig
 from ..training.run import RunResult, train
@@ -79,30 +82,33 @@ def prefix_config(run_cfg: RunConfig, k: int) -> RunConfig:
     return dataclasses.replace(run_cfg, train=train_cfg, eval=eval_cfg)
 
 
-def rewind_epochs(run_cfg: RunConfig, kind: str, k: int, n_train: int) -> int:
-    """The rewind point in whole epochs of the finding run (0 = θ0 itself).
+@dataclass(frozen=True)
+class RewindAt:
+    """Where the rewind point lies in the finding run: ``epochs`` whole epochs (0 = θ0 itself, or
+    the checkpoint of ``--rewind PATH``), or, for an ``iter:K`` inside an epoch, optimizer step
+    ``step`` of the level-0 run itself (a step snapshot; ``epochs`` is then 0)."""
 
-    ``iter:K`` must be a whole number of epochs: a mid-epoch checkpoint would need a per-step hook
-    in ``training.train``.
-    """
+    epochs: int = 0
+    step: int | None = None
+
+
+def rewind_at(run_cfg: RunConfig, kind: str, k: int, n_train: int) -> RewindAt:
+    """The rewind point of ``--rewind`` (parsed: ``kind``, ``k``) in a finding run on ``n_train``
+    images; one-line UserError if it lies beyond the run's optimizer steps."""
     from ..data.batching import epoch_layout
 
     if kind in ("init", "path"):
-        return 0
+        return RewindAt()
     if kind == "epoch":
-        return k
+        return RewindAt(epochs=k)
     spe = epoch_layout(n_train, run_cfg.data.batch_size).steps
-    if k % spe:
+    total = spe * run_cfg.train.epochs
+    if k >= total:
         raise UserError(
-            f"--rewind iter:{k} falls inside an epoch ({spe} iterations per epoch); use a multiple "
-            f"of {spe} or epoch:K (mid-epoch checkpoints need a per-step hook in training.train)"
+            f"--rewind iter:{k} lies beyond the finding run's {total} optimizer steps "
+            f"({run_cfg.train.epochs} epochs of {spe}); use K < {total} or more --epochs"
         )
-    if k // spe >= run_cfg.train.epochs:
-        raise UserError(
-            f"--rewind iter:{k} is epoch {k // spe}, not inside the {run_cfg.train.epochs}-epoch "
-            "finding run"
-        )
-    return k // spe
+    return RewindAt(epochs=k // spe) if k % spe == 0 else RewindAt(step=k)
 
 
 def _run_summary(result: RunResult, root: Path) -> dict[str, Any]:
@@ -194,7 +200,7 @@ def find_ticket(
     splits = cfg.data.load() if splits is None else splits
     pc, run_cfg = cfg.prune, cfg.run_config()
     kind, k = parse_rewind(pc.rewind)
-    k_epochs = rewind_epochs(run_cfg, kind, k, len(splits.train.labels))
+    where = rewind_at(run_cfg, kind, k, len(splits.train.labels))
     spec = splits.spec
     probe = build_model(cfg.model.model, num_classes=spec.num_classes, in_channels=spec.channels)
     base_mask = Mask.for_model(probe, pc.prune_ignore)  # rejects unknown --prune-ignore patterns
@@ -210,29 +216,58 @@ def find_ticket(
         if paths.meta.exists():  # found by another process while we waited
             return load_ticket(paths.dir)
         create_claimed(paths.dir, paths.hparams, record, dist, "ticket directory")
-        _search(search, start, k_epochs, base_mask)
+        _search(search, start, where, base_mask)
     return load_ticket(paths.dir)
 
 
-def _search(search: _Search, start: Any, k_epochs: int, base_mask: Mask) -> None:
+def _search(search: _Search, start: Any, where: RewindAt, base_mask: Mask) -> None:
     """The finding runs, the pruning rounds and the ticket's files."""
     paths, digest, run_cfg = search.paths, search.digest, search.cfg.run_config()
     search.say(f"ticket directory: {paths.dir}")
+    snapshot = RunPaths(paths.level_run(0)).step_snapshot(where.step or 0)
     level0 = search.train(
         paths.level_run(0),
         run_cfg,
         "level 0",
         init_state=start,
         extra={"ticket": digest, "level": 0},
+        callbacks=[StepSnapshot(snapshot, where.step, search.dist.primary)] if where.step else [],
     )
     init_ckpt = read_model_checkpoint(level0.paths.init)
-    rewind_state, rewind_run = _rewind_point(search, k_epochs, init_ckpt["state_dict"])
+    if where.step:
+        rewind_state, rewind_run = _step_snapshot(snapshot, where.step, init_ckpt), None
+    else:
+        rewind_state, rewind_run = _rewind_point(search, where.epochs, init_ckpt["state_dict"])
     mask, levels, prune_seconds = _prune_levels(search, base_mask, level0, rewind_state)
     meta = _ticket_meta(search, mask, levels, rewind_run, prune_seconds)
     if search.dist.primary:
         _write_ticket(search, init_ckpt["arch"], mask, rewind_state, meta, levels)
     search.dist.barrier()
     search.say(f"ticket: {paths.dir} (sparsity {mask.sparsity():.2%})")
+
+
+def _step_snapshot(path: Path, step: int, init_ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """θ_rewind of a mid-epoch ``iter:K``: the level-0 run's snapshot after step K, checked."""
+    fix = f"delete {path.parent} and rerun find-ticket"
+    if not path.is_file():
+        raise UserError(f"the finding run has no snapshot of step {step} ({path.name}); {fix}")
+    snap = safe_torch_load(path, what="step snapshot")
+    sd = snap.get("state_dict") if isinstance(snap, dict) else None
+    if (
+        not isinstance(snap, dict)
+        or snap.get("format") != SNAPSHOT_FORMAT
+        or snap.get("step") != step
+        or not isinstance(sd, dict)
+        or not all(torch.is_tensor(v) for v in sd.values())
+    ):
+        raise UserError(f"{path} is not the snapshot of step {step} (damaged); {fix}")
+    theta0 = init_ckpt["state_dict"]
+    bad = [k for k in theta0 if k not in sd or sd[k].shape != theta0[k].shape] + [
+        k for k in sd if k not in theta0
+    ]
+    if bad or any(v.is_floating_point() and not v.isfinite().all() for v in sd.values()):
+        raise UserError(f"{path} does not hold this model's finite weights (damaged); {fix}")
+    return {k: v.detach().cpu() for k, v in sd.items()}
 
 
 def _rewind_point(

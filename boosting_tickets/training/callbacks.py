@@ -29,6 +29,7 @@ from .loop import Callback, StepEnd, TrainState
 from .work import meter as work_meter
 
 STATE_FORMAT = "boosting-tickets/train-state"
+SNAPSHOT_FORMAT = "boosting-tickets/step-snapshot"
 Say = Callable[[str], None]
 
 
@@ -318,6 +319,29 @@ class RankStats(Callback):
         row["cum_train_seconds"] = (
             state.rows[-2]["cum_train_seconds"] if len(state.rows) > 1 else 0.0
         ) + row["train_seconds"]
+
+
+class StepSnapshot(Callback):
+    """``step_<K>.pt``: the weights right after optimizer step ``step`` (1-based count of steps
+    since the run's start), for rewinding inside an epoch (Frankle et al. 2020's iteration K).
+
+    A run resumed from an epoch's end replays the interrupted epoch from that epoch's state, so a
+    snapshot lost to a kill is written again, with the same weights on the CPU (fixed seeds). The
+    primary (``writer``) writes ``{"format", "step", "epoch", "state_dict"}``.
+    """
+
+    def __init__(self, path: Any, step: int, writer: bool = True) -> None:
+        self.path, self.step, self.writer = path, step, writer
+
+    def on_step_end(self, state: TrainState, step: StepEnd) -> None:
+        if state.step != self.step or not self.writer:
+            return
+        weights = {k: v.detach().cpu().clone() for k, v in state.model.state_dict().items()}
+        atomic_torch_save(
+            {"format": SNAPSHOT_FORMAT, "step": self.step, "epoch": step.epoch,
+             "state_dict": weights},
+            self.path,
+        )  # fmt: skip
 
 
 class KillAtStep(Callback):
