@@ -118,6 +118,8 @@ def test_valid_suite_expands_arms_times_seeds():
         ),
         ({"run": {"train": {"lr": -1.0}}}, "--lr must be > 0"),
         ({"find": {"model": {"model": "wrn-10-1"}}}, "sets [find.model]"),
+        ({"find": {"model": {"dropout": 0.1, "normalize": False}}}, "only find.model.dropout"),
+        ({"find": {"data": {"batch_size": 8}}}, "sets [find.data]"),
         ({"find": {"prune": {"sparsty": 0.8}}}, "unknown config key 'sparsty'"),
         ({"find": {"prune": {"sparsity": 1.5}}}, "--sparsity must be in [0, 1)"),
         (
@@ -162,6 +164,23 @@ def test_sweep_expands_to_arms_and_keeps_controls_paired():
     # Grid points are different tickets.
     keys = {config_hash(s.find_config(a, 0)) for a in s.arms if a.kind == "ticket"}
     assert len(keys) == 4 + 1
+
+
+def test_dropout_may_go_into_the_finding_the_retraining_or_both():
+    s = load_suite(SUITES_DIR / "dropout-cpu.toml")
+    apart = s.arm("ticket@dropout=0.5,objective=pgd")
+    both = s.arm("ticket-both@dropout=0.5,objective=pgd")
+    assert s.run_config(apart, 0).model.dropout == 0.5 == s.run_config(both, 0).model.dropout
+    assert s.find_config(apart, 0).model.dropout == 0.0  # found without dropout
+    assert s.find_config(both, 0).model.dropout == 0.5  # found with the retraining's dropout
+    # At dropout 0 the two are the same ticket, found once; controls retrain the no-dropout one.
+    zero = [s.arm(f"{n}@dropout=0,objective=natural") for n in ("ticket", "ticket-both")]
+    assert s.find_config(zero[0], 0) == s.find_config(zero[1], 0)
+    control = s.arm("reinit-rescaled@dropout=0.3,objective=natural")
+    assert s.find_config(control, 0) == s.find_config(
+        s.arm("ticket@dropout=0.3,objective=natural"), 0
+    )
+    assert s.baseline_of(control).name == "dense@dropout=0.3,objective=natural"
 
 
 def test_capacity_sweep_pairs_each_model_with_its_own_dense_baseline():

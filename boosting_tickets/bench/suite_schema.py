@@ -71,15 +71,25 @@ def set_dotted(d: Mapping[str, Any], dotted: str, value: Any) -> dict[str, Any]:
     return out
 
 
+#: Model settings a ticket's finding may set apart from its retraining.
+FIND_MODEL_KEYS = frozenset({"dropout"})
+
+
 def check_find_table(raw: Mapping[str, Any], where: str) -> None:
-    """A [find] table (or an arm's find overrides) may set train/eval/prune, never data/model."""
+    """A [find] table (or an arm's find overrides) may set train/eval/prune, never data or the
+    architecture; of the model only ``dropout`` (the mask fits either way), so that a suite can
+    put dropout in the finding, the retraining or both."""
     for key, value in raw.items():
-        if key in ("data", "model"):
+        extra_model = (
+            set(value) - FIND_MODEL_KEYS if key == "model" and isinstance(value, Mapping) else None
+        )
+        if key == "data" or (key == "model" and extra_model != set()):
             raise UserError(
                 f"{where} sets [find.{key}]; a ticket is found on the data and model it is "
-                f"retrained on, so set them in [run] (or the arm's run.{key})"
+                f"retrained on, so set them in [run] (or the arm's run.{key}); of the model, "
+                "only find.model.dropout may differ"
             )
-        if key not in FIND_SECTIONS:
+        if key not in FIND_SECTIONS and key != "model":
             raise unknown_key(where + " [find]", key, FIND_SECTIONS)
         table(value, f"{where} [find.{key}]")
 

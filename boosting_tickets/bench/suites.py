@@ -286,10 +286,10 @@ def _find_config(suite: Suite, arm: Arm, seed: int) -> Any:
     train["seed"] = seed
     doc = {
         "data": to_dict(run.data),
-        "model": to_dict(run.model),
+        "model": merge(to_dict(run.model), raw.get("model", {})),
         "train": train,
         "eval": merge(to_dict(run.eval), raw.get("eval", {})),
-        **{k: v for k, v in raw.items() if k not in ("train", "eval")},
+        **{k: v for k, v in raw.items() if k not in ("train", "eval", "model")},
     }
     return _checked(from_dict(FindConfig, doc, source=f"suite {suite.name}, arm {arm.name} [find]"))
 
