@@ -153,6 +153,13 @@ CASES = [
     C("find-rewind-malformed", F + " --rewind epoch:x", "--rewind 'epoch:x' is malformed"),
     C("find-rewind-missing", F + " --rewind {root}/nope.pt", "neither init, epoch:K"),
     C("find-rewind-late", F + " --rewind epoch:3", "must be below --epochs"),
+    # --- instability ----------------------------------------------------------------------------
+    C("instab-alphas", "instability {run} --alphas 2 --out {out}/i", "--alphas must be >= 3"),
+    C("instab-late", "instability {run} --steps 4 --out {out}/i", "has no state at step 4"),
+    C("instab-repeat", "instability {run} --steps 1,1 --out {out}/i", "rewind point twice"),
+    C("instab-neither", "instability {emptydir} --out {out}/i", "neither a run directory"),
+    C("instab-same-noise", "instability {run} --noise-seed 0 --out {out}/i", "must differ"),
+    C("instab-negative", "instability {run} --steps -1 --out {out}/i", "--steps must be >= 0"),
     C(
         "find-rewind-iter-late",
         F + " --rewind iter:4",
@@ -636,7 +643,8 @@ def _state(root: Path) -> dict[str, bytes | None]:
 def test_the_matrix_is_comprehensive():
     assert len(CASES) >= 150 and len({c.id for c in CASES}) == len(CASES)
     commands = {c.command for c in CASES}
-    for command in ("train", "evaluate", "find-ticket", "bench run", "tables", "compare"):
+    for command in ("train", "evaluate", "find-ticket", "bench run", "tables", "compare",
+                    "instability"):  # fmt: skip
         assert any(c == command or c.startswith(command) for c in commands), command
     assert "doctor" in commands and "" in commands  # "": the group itself
 

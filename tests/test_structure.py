@@ -19,6 +19,7 @@ LAYERS = {
     "training": 2,
     "tickets": 3,
     "report": 4,
+    "instability": 4.5,  # writes report.instability's format, as bench writes report.results'
     "bench": 5,
     "zoo": 5,
     "api": 6,

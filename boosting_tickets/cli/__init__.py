@@ -28,6 +28,7 @@ COMMANDS = {
     "bench": "boosting_tickets.cli.bench:bench",
     "tables": "boosting_tickets.cli.tables:tables_command",
     "runs": "boosting_tickets.cli.runs:runs_command",
+    "instability": "boosting_tickets.cli.instability:instability_command",
     "compare": "boosting_tickets.cli.compare:compare",
     "doctor": "boosting_tickets.cli.doctor:doctor_command",
 }

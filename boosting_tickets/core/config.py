@@ -28,6 +28,10 @@ from .errors import UserError
 T = TypeVar("T")
 
 
+#: The largest seed torch.manual_seed takes (larger ones fail after files are written).
+MAX_SEED = 2**63 - 1
+
+
 def setting(
     default: Any,
     help: str,

@@ -8,6 +8,8 @@ writes::
     <out>/tables/<table>.{md,csv,tex}      every registered table (report.tables)
     <out>/figures/<suite>_*.png            held-out PGD accuracy vs epoch and vs time, epoch-1 bars
     <out>/README.md                        what the files show, with findings computed from them
+    <out>/tables/instability.md, <out>/figures/instability_*.png   when instability.json files
+                                           are there (``report.instability``)
 
 Everything is a deterministic function of the results files (no clock, no machine state), so the
 same inputs give byte-identical tables and README. Published numbers from the paper
@@ -90,11 +92,18 @@ def regenerate(
     """Read every results file under ``results_dir`` and (re)write tables, figures and README
     under ``out``. All checks happen before the first write."""
     from ..core.storage import atomic_write_bytes, atomic_write_text
+    from .instability import find_instability, instability_figures, instability_table
 
     docs = find_results(results_dir)
     report = build_report(
         docs, mix_protocols=mix_protocols, with_figures=with_figures, source=str(results_dir)
     )
+    unstable = find_instability(results_dir)
+    if unstable:
+        report.files["tables/instability.md"] = instability_table(unstable)
+        if with_figures:
+            for name, png in instability_figures(unstable).items():
+                report.files[f"figures/{name}"] = png
     root = Path(out)
     if root.exists() and not root.is_dir():
         raise UserError(f"--out {root} is a file; pass a directory")

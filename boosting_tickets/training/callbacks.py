@@ -26,6 +26,7 @@ from ..core.storage import FAULT_ENV, atomic_torch_save, atomic_write_json, read
 from ..models.checkpoints import save_model
 from .hparams import RunConfig, eval_protocol, held_out_size, train_attack_spec
 from .loop import Callback, StepEnd, TrainState
+from .noise import NoiseSwitch
 from .work import meter as work_meter
 
 STATE_FORMAT = "boosting-tickets/train-state"
@@ -470,6 +471,8 @@ def standard_callbacks(
     fault = os.environ.get(FAULT_ENV, "")
     if fault.startswith("kill_at_step:"):
         out.append(KillAtStep(fault, dist))
+    if tc.noise_seed is not None and tc.noise_step > 0:
+        out.append(NoiseSwitch(tc.noise_seed, tc.noise_step, dict(gens), dist))
     out += [
         NonFiniteGuard(paths, watched, dist, divergence_advice(cfg)),
         ProgressBar(tc.objective, tc.progress and primary),

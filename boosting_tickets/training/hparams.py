@@ -21,14 +21,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..adversarial.spec import BN_MODES
-from ..core.config import setting
+from ..core.config import MAX_SEED, setting
 from ..core.errors import UserError
 from ..data.registry import dataset_names, get_spec
 from ..models.registry import validate_model_name
 from .objectives import objective_names, objectives
 from .schedule import SCHEDULES
-
-MAX_SEED = 2**63 - 1  # torch.manual_seed's bound: larger seeds fail after files are written
 
 if TYPE_CHECKING:
     from ..adversarial.protocol import EvalProtocol
@@ -127,6 +125,16 @@ class TrainConfig:
     trades_beta: float = setting(6.0, "TRADES robustness weight beta", low=0.0)
     seed: int = setting(0, "run seed: init, data order, augmentation, attack starts", low=0,
                         high=MAX_SEED)  # fmt: skip
+    noise_seed: int | None = setting(
+        None,
+        "seed of the SGD noise (data order, augmentation, attack starts, dropout) from "
+        "--noise-step on; none = --seed (the init always comes from --seed)",
+        low=0,
+        high=MAX_SEED,
+    )
+    noise_step: int = setting(
+        0, "optimizer step after which --noise-seed drives the noise (0: from the start)", low=0
+    )
     select_metric: str = setting(
         "auto",
         "held-out metric choosing the best checkpoint; auto = pgd (clean for natural training)",
@@ -152,6 +160,8 @@ class TrainConfig:
     )
 
     def validate(self) -> None:
+        if self.noise_step > 0 and self.noise_seed is None:
+            raise UserError("--noise-step needs --noise-seed (the seed the noise switches to)")
         if any(not 0.0 < m < 1.0 for m in self.milestones):
             raise UserError(f"--milestones must be fractions in (0,1), got {self.milestones}")
         if tuple(sorted(self.milestones)) != self.milestones:

@@ -51,6 +51,7 @@ from .callbacks import (
 from .directories import check_hparams, claimed, create_claimed
 from .hparams import RunConfig, eval_protocol, train_attack_spec
 from .loop import Callback, TrainState, fit
+from .noise import run_generators
 from .objectives import objectives
 from .schedule import learning_rate
 
@@ -133,19 +134,6 @@ def _initial_model(
     if mask is not None:
         mask.check_compatible(model)
     return model
-
-
-def _generators(cfg: RunConfig, device: torch.device, dist: Distributed) -> dict:
-    """The run's random streams. Data order and augmentation are the same on every rank (each
-    takes its shard of one global batch); attack starts and dropout differ per rank, derived from
-    the seed (rank 0 keeps the single-process streams)."""
-    seed = cfg.train.seed
-    gens = {"data": torch.Generator(), "attack": torch.Generator(device=device)}
-    gens["data"].manual_seed(seed)
-    gens["attack"].manual_seed(seed + 1 + 7919 * dist.rank)
-    if dist.rank:
-        torch.manual_seed(seed + 104729 * dist.rank)
-    return gens
 
 
 def _resume(state: TrainState, paths: RunPaths, run_hash: str, gens: dict, ctx: Any) -> None:
@@ -324,7 +312,7 @@ def _run(
     optimizer = torch.optim.SGD(
         model.parameters(), lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay
     )
-    gens = _generators(cfg, device, dist)
+    gens = run_generators(cfg, device, dist)
     layout = epoch_layout(len(ctx.splits.train.labels), cfg.data.batch_size, dist.world)
     state = TrainState(model, optimizer, tc.epochs, layout.steps)
     _resume(state, ctx.paths, ctx.record["hash"], gens, ctx)
