@@ -102,11 +102,19 @@ def _per_class(
         hits = torch.bincount(lab[mask], minlength=k)
         return [None if support[c] == 0 else hits[c].item() / support[c].item() for c in range(k)]
 
+    def balanced(rates: list[float | None]) -> float:
+        # Balanced accuracy: the mean per-class recall over the classes present.
+        present = [r for r in rates if r is not None]
+        return sum(present) / len(present)
+
+    clean, pgd = rate(ok["clean"]), rate(ok["pgd"])
     return {
         "support": support.tolist(),
-        "clean": rate(ok["clean"]),
+        "clean": clean,
         "fgsm": rate(ok["fgsm"]) if fgsm else None,
-        "pgd": rate(ok["pgd"]),
+        "pgd": pgd,
+        "balanced_clean": balanced(clean),
+        "balanced_pgd": balanced(pgd),
     }
 
 

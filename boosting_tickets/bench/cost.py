@@ -43,7 +43,8 @@ class SplitSizes:
 def split_sizes(cfg: RunConfig) -> SplitSizes:
     """Sizes the data settings of ``cfg`` select, from the dataset's nominal sizes."""
     spec = get_spec(cfg.data.dataset)
-    left = spec.train_size - cfg.data.val_size
+    # A dataset with its own validation split keeps its whole training file for training.
+    left = spec.train_size - (0 if spec.official_val else cfg.data.val_size)
     train = left if cfg.data.train_subset is None else min(cfg.data.train_subset, left)
     test = spec.test_size if cfg.data.test_subset is None else cfg.data.test_subset
     return SplitSizes(train, cfg.data.val_size, test, spec.channels, spec.size, spec.num_classes)

@@ -30,13 +30,16 @@ from . import files
 
 class Raw(NamedTuple):
     """What a loader returns: the official train and test files as uint8 (N, C, H, W) images and
-    int64 (N,) labels, and where they were read from (a plain 5-tuple in this order also works)."""
+    int64 (N,) labels, and where they were read from (a plain 5-tuple in this order also works);
+    for a dataset with an official validation split (DermaMNIST), its images and labels too."""
 
     train_images: Any
     train_labels: Any
     test_images: Any
     test_labels: Any
     source: str
+    val_images: Any = None
+    val_labels: Any = None
 
 Loader = Callable[["DatasetSpec", Path, bool], Raw]
 # (found, location or None, missing paths) for `doctor`; checks existence only.
@@ -87,6 +90,10 @@ class DatasetSpec:
         loader: ``loader(spec, data_dir, allow_download) -> Raw``; never downloads unless allowed.
         locate: ``locate(spec, data_dir) -> (found, location, missing)``, for ``doctor``.
         note: why the defaults are what they are (shown by ``doctor``).
+        official_val: size of the dataset's own validation split (0: none; the held-out set is
+            then carved out of the training file). With one, ``val_size`` images are drawn from
+            it and the training file is all training data.
+        file_name: the file a single-file format reads from ``data_dir`` (``npz``).
     """
 
     name: str
@@ -104,6 +111,8 @@ class DatasetSpec:
     loader: Loader
     locate: Locator
     note: str = ""
+    official_val: int = 0
+    file_name: str = ""
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -117,12 +126,25 @@ def _synthetic_loader(spec: DatasetSpec, data_dir: Path, allow_download: bool) -
     return load_synthetic(spec, data_dir, allow_download)
 
 
+def _medmnist_loader(spec: DatasetSpec, data_dir: Path, allow_download: bool) -> Raw:
+    from .medmnist import load_medmnist_npz
+
+    return load_medmnist_npz(spec, data_dir, allow_download)
+
+
+def _medmnist_locator(spec: DatasetSpec, root: Path) -> tuple[bool, str | None, list[str]]:
+    from .medmnist import locate_npz
+
+    return locate_npz(spec, root)
+
+
 #: File format of a built-in dataset -> (loader, locator).
 FORMATS: dict[str, tuple[Loader, Locator]] = {
     "idx": (files.load_mnist_like, files.locate_mnist_like),
     "cifar-python": (files.load_cifar, files.locate_cifar),
     "svhn-mat": (files.load_svhn, files.locate_svhn),
     "generated": (_synthetic_loader, files.locate_generated),
+    "medmnist-npz": (_medmnist_loader, _medmnist_locator),
 }
 DATA_FILE = "data/datasets.json"
 
@@ -156,6 +178,8 @@ def builtin_datasets() -> tuple[DatasetSpec, ...]:
                     loader=loader,
                     locate=locate,
                     note=d.get("note", ""),
+                    official_val=d.get("official_val", 0),
+                    file_name=d.get("file_name", ""),
                 )
             )
     except (OSError, ValueError, KeyError, TypeError) as exc:

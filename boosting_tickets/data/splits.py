@@ -8,6 +8,8 @@ initialisation see exactly the same images.
 
 from __future__ import annotations
 
+import dataclasses
+
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,6 +110,7 @@ def _validate_raw(spec: DatasetSpec, raw: Raw) -> None:
     for split, images, labels in (
         ("train", raw.train_images, raw.train_labels),
         ("test", raw.test_images, raw.test_labels),
+        *((("val", raw.val_images, raw.val_labels),) if raw.val_images is not None else ()),
     ):
         if tuple(images.shape[1:]) != spec.image_shape or images.shape[0] != labels.shape[0]:
             raise UserError(
@@ -141,7 +144,9 @@ def load_splits(
         data_dir: root folder for dataset files (created when files are decompressed into it).
         train_subset: number of training images kept after the validation split; ``None`` keeps all.
         val_size: images held out of the official training file for validation (default 0: none;
-            the paper holds out 5000 of CIFAR-10's 50000). Never overlaps ``train``.
+            the paper holds out 5000 of CIFAR-10's 50000). Never overlaps ``train``. For a dataset
+            with its own validation split (``spec.official_val``, DermaMNIST) they are drawn from
+            that split instead, and the whole training file is training data.
         test_subset: number of test images kept; ``None`` keeps the whole official test set.
         data_seed: seed of the validation split and the training subset (not the run seed).
         test_seed: seed of the test subset, separate so every run is scored on the same images.
@@ -164,17 +169,33 @@ def load_splits(
     if test_subset is not None:
         check_count("test_subset", test_subset, allow_zero=False)
     # Check against the nominal sizes before touching files, so typos fail fast.
-    _check_sizes(spec, spec.train_size, spec.test_size, train_subset, val_size, test_subset)
+    _check_sizes(spec, spec.train_size, spec.test_size, train_subset, val_size, test_subset,
+                 n_val=spec.official_val or None)  # fmt: skip
 
     raw = Raw(*spec.loader(spec, Path(data_dir), allow_download))
     _validate_raw(spec, raw)
-    train_x, train_y, test_x, test_y, source = raw
+    train_x, train_y, test_x, test_y, source = raw[:5]
     n_train, n_test = int(train_y.shape[0]), int(test_y.shape[0])
-    _check_sizes(spec, n_train, n_test, train_subset, val_size, test_subset)
+    own_val = raw.val_images is not None
+    _check_sizes(spec, n_train, n_test, train_subset, val_size, test_subset,
+                 n_val=int(raw.val_labels.shape[0]) if own_val else None)  # fmt: skip
 
+    if not spec.mean:  # statistics not in the registry: measured on the official training file
+        x = train_x.to(torch.float64) / 255.0
+        spec = dataclasses.replace(
+            spec,
+            mean=tuple(round(float(v), 4) for v in x.mean((0, 2, 3))),
+            std=tuple(round(float(v), 4) for v in x.std((0, 2, 3))),
+        )
     labels_np = train_y.numpy()
-    val_pos = _stratified_choice(labels_np, val_size, _rng(data_seed, 1))
-    rest = np.setdiff1d(np.arange(n_train), val_pos, assume_unique=True)
+    if own_val:  # the dataset's own validation split: val_size of it, stratified
+        val_x, val_y = raw.val_images, raw.val_labels
+        val_pos = _stratified_choice(val_y.numpy(), val_size, _rng(data_seed, 1))
+        rest = np.arange(n_train)
+    else:
+        val_x, val_y = train_x, train_y
+        val_pos = _stratified_choice(labels_np, val_size, _rng(data_seed, 1))
+        rest = np.setdiff1d(np.arange(n_train), val_pos, assume_unique=True)
     if train_subset is not None and train_subset < rest.shape[0]:
         pick = _stratified_choice(labels_np[rest], train_subset, _rng(data_seed, 2))
         rest = rest[pick]
@@ -184,7 +205,7 @@ def load_splits(
 
     return Splits(
         train=_subset(train_x, train_y, rest),
-        val=_subset(train_x, train_y, val_pos),
+        val=_subset(val_x, val_y, val_pos),
         test=_subset(test_x, test_y, test_pos),
         spec=spec,
         data_seed=data_seed,
@@ -200,7 +221,15 @@ def _check_sizes(
     train_subset: int | None,
     val_size: int,
     test_subset: int | None,
+    n_val: int | None = None,
 ) -> None:
+    if n_val is not None:  # an official validation split: val_size is drawn from it
+        if val_size > n_val:
+            raise UserError(
+                f"{spec.name}: val_size={val_size} exceeds its own validation split of {n_val} "
+                f"images; fix: use val_size <= {n_val}"
+            )
+        val_size = 0
     if val_size >= n_train:
         raise UserError(
             f"{spec.name}: val_size={val_size} leaves no training images ({spec.name} has "
