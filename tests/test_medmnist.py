@@ -148,3 +148,28 @@ def test_the_cost_model_keeps_the_whole_training_file_when_validation_is_its_own
 
     sizes = split_sizes(RunConfig(data=DataConfig(dataset="dermamnist", val_size=1003)))
     assert (sizes.train, sizes.val, sizes.test) == (7007, 1003, 2005)
+
+
+def test_class_weighted_cross_entropy_weighs_by_inverse_frequency(tmp_path):
+    import dataclasses
+
+    from support import small_config
+
+    from boosting_tickets.training.losses import cross_entropy
+    from boosting_tickets.training.run import class_weights, train
+
+    labels = torch.tensor([0, 0, 0, 1, 2, 2])
+    w = class_weights(labels, 4, "cpu")
+    assert w.tolist() == pytest.approx([2 / 3, 2.0, 1.0, 0.0])  # N / (present · n_c)
+    assert float(w[labels].mean()) == pytest.approx(1.0)  # the unweighted loss's scale
+    logits = torch.randn(6, 4, generator=torch.Generator().manual_seed(0))
+    per = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+    assert float(cross_entropy(logits, labels, w)) == pytest.approx(float((per * w[labels]).mean()))
+    assert torch.equal(
+        cross_entropy(logits, labels), torch.nn.functional.cross_entropy(logits, labels)
+    )
+    # A run with it trains (and differently from one without).
+    cfg = small_config(epochs=1)
+    weighted = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, class_weighted=True))
+    a, b = train(cfg, tmp_path / "a"), train(weighted, tmp_path / "b")
+    assert a.metrics[0]["train_loss"] != b.metrics[0]["train_loss"]

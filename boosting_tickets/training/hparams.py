@@ -123,6 +123,11 @@ class TrainConfig:
         "eval", "BatchNorm mode while crafting training attacks", choices=BN_MODES
     )
     trades_beta: float = setting(6.0, "TRADES robustness weight beta", low=0.0)
+    class_weighted: bool = setting(
+        False,
+        "weight each image's cross-entropy by its class's inverse frequency in the training split "
+        "(for imbalanced data such as DermaMNIST); the attacks are unchanged",
+    )
     seed: int = setting(0, "run seed: init, data order, augmentation, attack starts", low=0,
                         high=MAX_SEED)  # fmt: skip
     noise_seed: int | None = setting(

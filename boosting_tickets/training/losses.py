@@ -1,7 +1,8 @@
 """The training losses of the built-in objectives (see :mod:`.objectives`).
 
 Each takes a batch ``x`` (B, C, H, W) in [0, 1] with labels ``y`` (B,) and the keyword arguments of
-``ObjectiveEntry.loss`` (``cfg``, ``attack``, ``generator``, ``use_amp``; each reads what it needs),
+``ObjectiveEntry.loss`` (``cfg``, ``attack``, ``generator``, ``use_amp``, ``class_weights``: None or
+per-class weights (K,) of the cross-entropy; each reads what it needs),
 and returns the scalar loss and the logits the training accuracy is read from; attacks put the
 model back in train mode.
 """
@@ -25,10 +26,19 @@ def _forward(model: nn.Module, inp: torch.Tensor, use_amp: bool) -> torch.Tensor
 Tensor = torch.Tensor
 
 
+def cross_entropy(logits: Tensor, y: Tensor, weights: Tensor | None = None) -> Tensor:
+    """Mean cross-entropy over the batch; with per-class ``weights`` (K,), each image's term is
+    scaled by its class's weight and the mean is still over images, so the loss of a batch split
+    over ranks is the mean of the ranks' losses weighted by their image counts (exact under DDP)."""
+    if weights is None:
+        return F.cross_entropy(logits, y)
+    return (F.cross_entropy(logits, y, reduction="none") * weights[y]).mean()
+
+
 def natural_loss(model: nn.Module, x: Tensor, y: Tensor, **kw: Any) -> tuple[Tensor, Tensor]:
     """Cross-entropy on the clean batch."""
     logits = _forward(model, x, kw.get("use_amp", False))
-    return F.cross_entropy(logits, y), logits
+    return cross_entropy(logits, y, kw.get("class_weights")), logits
 
 
 def adversarial_loss(model: nn.Module, x: Tensor, y: Tensor, **kw: Any) -> tuple[Tensor, Tensor]:
@@ -38,7 +48,7 @@ def adversarial_loss(model: nn.Module, x: Tensor, y: Tensor, **kw: Any) -> tuple
     x_adv = perturb(model, x, y, kw["attack"], generator=kw["generator"], autocast_dtype=amp_dtype)
     model.train()
     logits = _forward(model, x_adv, use_amp)
-    return F.cross_entropy(logits, y), logits
+    return cross_entropy(logits, y, kw.get("class_weights")), logits
 
 
 def trades_loss(model: nn.Module, x: Tensor, y: Tensor, **kw: Any) -> tuple[Tensor, Tensor]:
@@ -60,4 +70,5 @@ def trades_loss(model: nn.Module, x: Tensor, y: Tensor, **kw: Any) -> tuple[Tens
     robust = F.kl_div(
         F.log_softmax(adv_logits, dim=1), F.softmax(logits, dim=1), reduction="batchmean"
     )
-    return F.cross_entropy(logits, y) + cfg.train.trades_beta * robust, logits
+    clean = cross_entropy(logits, y, kw.get("class_weights"))
+    return clean + cfg.train.trades_beta * robust, logits

@@ -370,10 +370,13 @@ def _batches_and_step(
             x, y = x[part], y[part]
             yield (x.contiguous(memory_format=torch.channels_last) if tc.channels_last else x), y
 
+    weights = (
+        class_weights(splits.train.labels, spec.num_classes, device) if tc.class_weighted else None
+    )
+
     def step(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        loss, logits = objective.loss(
-            model, x, y, cfg=cfg, attack=attack, generator=gens["attack"], use_amp=use_amp
-        )
+        loss, logits = objective.loss(model, x, y, cfg=cfg, attack=attack, generator=gens["attack"],
+                                      use_amp=use_amp, class_weights=weights)  # fmt: skip
         optimizer.zero_grad(set_to_none=True)
         if dist.active:
             (loss * (len(y) * dist.world / global_size["n"])).backward()
@@ -384,6 +387,15 @@ def _batches_and_step(
         return loss, logits
 
     return batches, step
+
+
+def class_weights(labels: torch.Tensor, k: int, device: Any) -> torch.Tensor:
+    """Inverse class frequency of ``labels`` (N,), ``N / (k_present · n_c)``: mean 1 over the
+    images, so the weighted loss keeps the unweighted one's scale (0 for absent classes)."""
+    counts = torch.bincount(labels.cpu(), minlength=k).double()
+    present = int((counts > 0).sum())
+    w = torch.where(counts > 0, counts.sum() / (present * counts.clamp(min=1)), 0.0)
+    return w.to(device=device, dtype=torch.float32)
 
 
 def _finish(ctx: _Context, state: TrainState, arch: Mapping[str, Any]) -> RunResult:
