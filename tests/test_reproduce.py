@@ -5,7 +5,6 @@ deterministic; bit-for-bit only on the processor that measured them)."""
 from __future__ import annotations
 
 import dataclasses
-import platform
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ import torch
 
 from boosting_tickets.bench.plan import plan_suite
 from boosting_tickets.bench.suites import load_suite
+from boosting_tickets.core.environment import cpu_identity
 from boosting_tickets.core.errors import UserError
 from boosting_tickets.report.results import read_results
 from boosting_tickets.training.run import train
@@ -25,8 +25,18 @@ def test_the_committed_dense_seed_0_run_of_quick_reproduces_on_head(tmp_path):
     doc = read_results(RAW)
     env = doc["environment"]
     assert env.get("git_clean") is True, "committed results must come from a clean tree"
-    if env.get("processor") != (platform.processor() or platform.machine()):
-        pytest.skip(f"measured on {env.get('processor')}; bitwise equality needs that processor")
+    here = cpu_identity()
+    if (
+        not env.get("cpu_flags_sha256")
+        or env.get("cpu_flags_sha256") != here.get("cpu_flags_sha256")
+        or env.get("cpu_model") != here.get("cpu_model")
+    ):
+        # Different CPUs (even both "x86_64") take other SIMD paths: curves differ from epoch 1.
+        pytest.skip(
+            f"measured on CPU {env.get('cpu_model', 'unrecorded')} (flags "
+            f"{env.get('cpu_flags_sha256', 'unrecorded')}), this is {here.get('cpu_model')} "
+            f"({here.get('cpu_flags_sha256')}); bitwise equality needs the same CPU"
+        )
     row = next(r for r in doc["rows"] if r["arm"] == "dense" and r["seed"] == 0)
     suite = load_suite("quick")
     pr = next(p for p in plan_suite(suite, [0]) if p.arm.name == "dense")

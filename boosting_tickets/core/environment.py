@@ -66,10 +66,34 @@ def device_description(device: Any = None) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "processor": platform.processor() or platform.machine(),
+        **cpu_identity(),
     }
     if dev.type == "cuda" and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(dev)
     return info
+
+
+def cpu_identity() -> dict[str, str]:
+    """The CPU's model name and a digest of its feature flags (Linux ``/proc/cpuinfo``): float
+    results are bit-reproducible only where both match, since kernels pick SIMD paths by them
+    (two VMs named "x86_64" gave different training curves for one seed). Empty elsewhere."""
+    import hashlib
+
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return {}
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    out = {}
+    if fields.get("model name"):
+        out["cpu_model"] = fields["model name"]
+    if fields.get("flags"):
+        flags = " ".join(sorted(fields["flags"].split()))
+        out["cpu_flags_sha256"] = hashlib.sha256(flags.encode()).hexdigest()[:16]
+    return out
 
 
 def environment_info(device: Any = None) -> dict[str, Any]:
