@@ -68,11 +68,16 @@ def test_committed_results_come_from_a_clean_ancestor_of_head():
     if not (REPO / ".git").exists():
         pytest.skip("not a git checkout")
     raws = sorted((REPO / "results").glob("raw/*.json")) + sorted(
-        (REPO / "results").glob("*/raw/*.json")
+        (REPO / "results").glob("*/raw/**/*.json")
     )
     assert raws
     for raw in raws:
-        env = read_results(raw)["environment"]
+        if raw.name == "instability.json":
+            from boosting_tickets.report.instability import read_instability
+
+            env = read_instability(raw)["environment"]
+        else:
+            env = read_results(raw)["environment"]
         commit = str(env["git_commit"])
         assert env.get("git_clean") is True and not commit.endswith("+dirty"), raw.name
         proc = subprocess.run(["git", "-C", str(REPO), "merge-base", "--is-ancestor", commit,
