@@ -313,7 +313,9 @@ def bench_fingerprint(out_dir: Path) -> dict[str, Any]:
         "results": without_times(doc),
         "runs": {r["run_dir"]: final_fingerprint(out_dir / r["run_dir"]) for r in doc["rows"]},
         "mask": {
-            t.name: Mask.load(t / "mask.pt").digest() for t in sorted(out_dir.glob("tickets/*"))
+            # ticket_* only: a claim left by a killed finder lives in tickets/.claims/
+            t.name: Mask.load(t / "mask.pt").digest()
+            for t in sorted(out_dir.glob("tickets/ticket_*"))
         },
     }
 
@@ -401,6 +403,7 @@ class Tally:
     failed_commands: int = 0
     max_epochs_redone: int = 0
     orphaned_temp_files: int = 0
+    stale_claims: int = 0
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -491,6 +494,7 @@ def run_trial(
     target = scenario.target(out)
     assert target is not None
     tally.orphaned_temp_files += sum(1 for p in target.rglob("*") if is_temp_file(p))
+    tally.stale_claims += sum(1 for p in target.rglob(f"{CLAIMS_DIR}/*.claim"))
     corrupt, broken = scenario.problems(target)
     tally.files_corrupted += len(corrupt)
     tally.inconsistent += len(broken)
@@ -582,6 +586,7 @@ def print_report(tally: Tally, title: str, seconds: float) -> None:
         ("commands failed", tally.failed_commands, "(must be 0)"),
         ("most epochs redone after one kill (train)", tally.max_epochs_redone, "(must be <= 1)"),
         ("orphaned temp files (never read)", tally.orphaned_temp_files, ""),
+        ("claims of killed processes left (taken over on need)", tally.stale_claims, ""),
         ("wall time (s)", f"{seconds:.0f}", ""),
     ]
     print(title)
