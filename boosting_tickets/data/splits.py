@@ -179,14 +179,7 @@ def load_splits(
     own_val = raw.val_images is not None
     _check_sizes(spec, n_train, n_test, train_subset, val_size, test_subset,
                  n_val=int(raw.val_labels.shape[0]) if own_val else None)  # fmt: skip
-
-    if not spec.mean:  # statistics not in the registry: measured on the official training file
-        x = train_x.to(torch.float64) / 255.0
-        spec = dataclasses.replace(
-            spec,
-            mean=tuple(round(float(v), 4) for v in x.mean((0, 2, 3))),
-            std=tuple(round(float(v), 4) for v in x.std((0, 2, 3))),
-        )
+    spec = _with_statistics(spec, train_x)
     labels_np = train_y.numpy()
     if own_val:  # the dataset's own validation split: val_size of it, stratified
         val_x, val_y = raw.val_images, raw.val_labels
@@ -211,6 +204,18 @@ def load_splits(
         data_seed=data_seed,
         test_seed=test_seed,
         source=source,
+    )
+
+
+def _with_statistics(spec: DatasetSpec, train_x: torch.Tensor) -> DatasetSpec:
+    """``spec``, with mean/std measured on the official training file when the registry has none."""
+    if spec.mean:
+        return spec
+    x = train_x.to(torch.float64) / 255.0
+    return dataclasses.replace(
+        spec,
+        mean=tuple(round(float(v), 4) for v in x.mean((0, 2, 3))),
+        std=tuple(round(float(v), 4) for v in x.std((0, 2, 3))),
     )
 
 

@@ -110,6 +110,7 @@ def inherited_settings(ticket_dir: str | Path) -> dict[str, dict[str, Any]]:
     (TOML layout), from the ticket's ``hparams.json``; what ``train --ticket`` starts from before
     a config file and flags override it. One-line UserError if the record is missing or damaged."""
     paths = check_ticket_dir(Path(ticket_dir))
+    read_model_checkpoint(paths.rewind)  # an unsafe or damaged ticket is refused first
     record = read_json(paths.hparams, what="ticket hparams file")
     config = record.get("config") if isinstance(record, dict) else None
     if not isinstance(config, dict):
