@@ -121,8 +121,12 @@ def _start(src: Source) -> tuple[Any, dict[str, torch.Tensor]]:
     return mask, init
 
 
-def _copy(src: Source, k: int, noise_seed: int, out: Path, splits: Any, log: Log) -> Any:
-    """Train copy 2 of ``src`` (noise from ``noise_seed`` after step ``k``) under ``out``."""
+def _copy(
+    src: Source, start: tuple[Any, dict[str, torch.Tensor]], k: int, noise_seed: int, out: Path,
+    splits: Any, log: Log,
+) -> Any:  # fmt: skip
+    """Train copy 2 of ``src`` from ``start`` = (mask, init) (noise from ``noise_seed`` after step
+    ``k``) under ``out``."""
     from ..training.run import run_dir_for, train
 
     cfg = src.cfg
@@ -131,7 +135,7 @@ def _copy(src: Source, k: int, noise_seed: int, out: Path, splits: Any, log: Log
         train=dataclasses.replace(cfg.train, noise_seed=noise_seed, noise_step=k),
         eval=dataclasses.replace(cfg.eval, test_eval=False),
     )
-    mask, init = _start(src)
+    mask, init = start
     extra = {**(src.record.get("extra") or {}), "instability_of": src.record.get("hash")}
     prefix = RETRAIN_PREFIX if mask is not None else TRAIN_PREFIX
     run_dir = run_dir_for(cfg2, out / "copies", prefix=prefix, extra=extra)
@@ -171,7 +175,7 @@ def measure_source(
             f"{src.run_dir} has no state at step {late[0]}: it took {total} optimizer steps "
             f"({run.train.epochs} epochs of {spe}); use --steps below {total}"
         )
-    seed_b = cfg.noise_seed if cfg.noise_seed is not None else run.train.seed + NOISE_OFFSET
+    seed_b = _noise_seed(src, cfg)
     if seed_b > MAX_SEED or seed_b == run.train.seed:
         raise UserError(f"--noise-seed {seed_b} must differ from the run seed and be < 2^63")
     device = resolve_device(cfg.device)
@@ -188,10 +192,12 @@ def measure_source(
     def measure(m: Any) -> dict[str, float]:
         return evaluate(m, images, labels, protocol, batch_size=cfg.eval_batch_size, device=device)
 
+    start = _start(src)  # read once: every K starts from the same mask and init
+    commit = environment_info().get("git_commit")
     rows = []
     for k in cfg.steps:
         say(f"{src.label}: copy 2 with noise seed {seed_b} after step {k} of {total}")
-        copy = _copy(src, k, seed_b, out, splits, log if cfg.progress else None)
+        copy = _copy(src, start, k, seed_b, out, splits, log if cfg.progress else None)
         w2 = read_model_checkpoint(RunPaths(copy.run_dir).final)["state_dict"]
         pts = path_errors(model, final["state_dict"], w2, alphas(cfg.alphas), measure, bn)
         rows.append({
@@ -205,7 +211,7 @@ def measure_source(
             "protocol": {**protocol.record(n), "norm": "Linf", "n": n,
                          "bn_images": cfg.bn_images if bn is not None else 0,
                          "bn_recomputed": bn is not None, "split": "test",
-                         "commit": environment_info().get("git_commit")},
+                         "commit": commit},
         })  # fmt: skip
         r = rows[-1]
         say(f"{src.label} K={k}: instability clean {r['instability_clean']:.2%}, PGD "
@@ -252,8 +258,13 @@ def run_instability(
     return results, rows
 
 
+def _noise_seed(src: Source, cfg: InstabilityConfig) -> int:
+    """Copy 2's noise seed: ``--noise-seed``, else the run's seed + NOISE_OFFSET."""
+    return cfg.noise_seed if cfg.noise_seed is not None else src.cfg.train.seed + NOISE_OFFSET
+
+
 def _is_done(src: Source, k: int, cfg: InstabilityConfig, done: set, out: Path) -> bool:
-    seed_b = cfg.noise_seed if cfg.noise_seed is not None else src.cfg.train.seed + NOISE_OFFSET
+    seed_b = _noise_seed(src, cfg)
     n_test = src.cfg.data.test_subset
     n = cfg.n_examples if cfg.n_examples is not None else n_test
     return any(

@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..core.errors import UserError
+
 #: Frankle et al. 2020: instability below 2 pp counts as stable.
 STABLE_BELOW = 0.02
 
@@ -23,8 +25,6 @@ STABLE_BELOW = 0.02
 def alphas(points: int) -> list[float]:
     """``points`` evenly spaced α in [0, 1], both ends included (at least 3)."""
     if points < 3:
-        from ..core.errors import UserError
-
         raise UserError(f"--alphas must be >= 3 (both endpoints and a point between), got {points}")
     return [i / (points - 1) for i in range(points)]
 
@@ -35,15 +35,11 @@ def interpolate(
     """``(1 - alpha) a + alpha b`` for floating tensors (exact at 0 and 1); others (BatchNorm's
     ``num_batches_tracked``) are ``a``'s. Both state_dicts must have the same keys and shapes."""
     if set(a) != set(b):
-        from ..core.errors import UserError
-
         raise UserError("the two networks have different parameters; interpolate like with like")
     out = {}
     for k, va in a.items():
         vb = b[k]
         if va.shape != vb.shape:
-            from ..core.errors import UserError
-
             raise UserError(f"'{k}' has shapes {tuple(va.shape)} and {tuple(vb.shape)}")
         out[k] = torch.lerp(va, vb.to(va.dtype), alpha) if va.is_floating_point() else va.clone()
     return out
