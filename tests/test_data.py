@@ -61,6 +61,11 @@ def test_registry_is_immutable_and_consistent() -> None:
         "svhn",
         "dermamnist",
         "synthetic",
+        # class views (ticket transfer): classes 0-4 and 5-9, relabelled from 0
+        "fashion-mnist:0-4",
+        "fashion-mnist:5-9",
+        "synthetic:0-4",
+        "synthetic:5-9",
     }
     for name, spec in ((s.name, s) for s in data_registry.datasets()):
         assert spec.name == name

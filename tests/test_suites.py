@@ -117,9 +117,9 @@ def test_valid_suite_expands_arms_times_seeds():
             "overrides run.data.train_subset",
         ),
         ({"run": {"train": {"lr": -1.0}}}, "--lr must be > 0"),
-        ({"find": {"model": {"model": "wrn-10-1"}}}, "sets [find.model]"),
+        ({"find": {"model": {"model": "wrn-10-1"}}}, "sets find.model.model"),
         ({"find": {"model": {"dropout": 0.1, "normalize": False}}}, "only find.model.dropout"),
-        ({"find": {"data": {"batch_size": 8}}}, "sets [find.data]"),
+        ({"find": {"data": {"batch_size": 8}}}, "sets find.data.batch_size"),
         ({"find": {"prune": {"sparsty": 0.8}}}, "unknown config key 'sparsty'"),
         ({"find": {"prune": {"sparsity": 1.5}}}, "--sparsity must be in [0, 1)"),
         (

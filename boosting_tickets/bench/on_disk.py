@@ -51,7 +51,7 @@ def locate(pr: PlannedRun, paths: SuitePaths) -> Where:
     if not meta_path.exists():
         return Where(tdir, None, None)
     meta = read_json(meta_path, what="ticket file", require_checksum=True)
-    _, _, run_dir = retrain_identity(pr.run, meta, pr.control, paths.runs)
+    _, _, run_dir = retrain_identity(pr.run, meta, pr.control, paths.runs, pr.transfer_head)
     return Where(tdir, run_dir, meta)
 
 

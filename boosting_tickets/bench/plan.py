@@ -35,6 +35,11 @@ class PlannedRun:
         return self.arm.kind_entry.control
 
     @property
+    def transfer_head(self) -> str:
+        """How a ticket found on another dataset gets this one's output layer."""
+        return self.arm.transfer_head
+
+    @property
     def find_key(self) -> str | None:
         """The hash naming the ticket directory (shared by a ticket arm and its controls)."""
         return None if self.find is None else config_hash(self.find)
@@ -106,7 +111,9 @@ def _plan_table(lines: Sequence[PlanLine]) -> str:
         if pr.find is not None:
             ft = pr.find.train
             shared = "" if ln.find is not None else " (shared)"
-            find_txt = f"{ft.objective} {ft.epochs} ep lr {ft.lr:g}{shared}"
+            on = pr.find.data.dataset
+            where = f" on {on}" if on != pr.run.data.dataset else ""
+            find_txt = f"{ft.objective} {ft.epochs} ep lr {ft.lr:g}{where}{shared}"
         total = ln.retrain["total"] + (ln.find["total"] if ln.find else 0.0)
         table.append(
             [i, pr.arm.name, pr.seed, pr.arm.kind, pr.run.model.model, find_txt,

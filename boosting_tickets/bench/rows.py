@@ -88,6 +88,12 @@ def build_rows(
             "find_wall_seconds": meta.get("find_wall_seconds"),
             "find_objective": meta.get("objective"),
             "find_lr": meta.get("find_lr"),
+            # A ticket found on another dataset (a transfer) and, if the class counts differ,
+            # how the output layer was made (tickets.transfer).
+            "find_dataset": meta.get("dataset") if o.ticket_meta else None,
+            "transfer_head": pr.transfer_head
+            if meta.get("dataset", pr.run.data.dataset) != pr.run.data.dataset
+            else None,
             "find_overfit": meta.get("catastrophic_overfitting"),
             "work_per_epoch": curve[0]["work_flops"] if curve else None,
             "per_class": _per_class(best),

@@ -180,9 +180,10 @@ class SuiteRun:
 
             self.say(f"{head}: finding ticket ({pr.find.train.objective} training)")
             try:
-                self.tickets[key] = find_ticket(
-                    pr.find, self.paths.tickets, log=self.say, splits=self.splits
-                )
+                # A ticket found on another dataset (a transfer) loads its own split.
+                same = pr.find.data.dataset == self.suite.run.data.dataset
+                self.tickets[key] = find_ticket(pr.find, self.paths.tickets, log=self.say,
+                                                splits=self.splits if same else None)  # fmt: skip
             except ClaimBusy:
                 raise
             except RUN_ERRORS as exc:
@@ -207,6 +208,7 @@ class SuiteRun:
             control=pr.control,
             log=self.say,
             splits=self.splits,
+            transfer_head=pr.transfer_head,
         )
 
     def run_one(self, i: int, pr: PlannedRun) -> bool:

@@ -19,7 +19,9 @@ TOP_KEYS = (
     "sweep",
     "launch",
 )
-ARM_KEYS = ("name", "kind", "label", "note", "ticket_of", "published", "run", "find")
+ARM_KEYS = (
+    "name", "kind", "label", "note", "ticket_of", "published", "run", "find", "transfer_head",
+)  # fmt: skip
 COMPARE_KEYS = (
     "baseline",
     "target",
@@ -73,23 +75,25 @@ def set_dotted(d: Mapping[str, Any], dotted: str, value: Any) -> dict[str, Any]:
 
 #: Model settings a ticket's finding may set apart from its retraining.
 FIND_MODEL_KEYS = frozenset({"dropout"})
+#: Data settings a ticket's finding may set apart from its retraining (a transfer, issue #13).
+FIND_DATA_KEYS = frozenset({"dataset"})
 
 
 def check_find_table(raw: Mapping[str, Any], where: str) -> None:
-    """A [find] table (or an arm's find overrides) may set train/eval/prune, never data or the
+    """A [find] table (or an arm's find overrides) may set train/eval/prune, never the
     architecture; of the model only ``dropout`` (the mask fits either way), so that a suite can
-    put dropout in the finding, the retraining or both."""
+    put dropout in the finding, the retraining or both; of the data only ``dataset``, so that a
+    ticket found on one task retrains on another (the split sizes stay the suite's)."""
+    allowed = {"model": FIND_MODEL_KEYS, "data": FIND_DATA_KEYS}
     for key, value in raw.items():
-        extra_model = (
-            set(value) - FIND_MODEL_KEYS if key == "model" and isinstance(value, Mapping) else None
-        )
-        if key == "data" or (key == "model" and extra_model != set()):
+        if key in allowed and isinstance(value, Mapping) and set(value) - allowed[key]:
+            bad = sorted(set(value) - allowed[key])[0]
             raise UserError(
-                f"{where} sets [find.{key}]; a ticket is found on the data and model it is "
-                f"retrained on, so set them in [run] (or the arm's run.{key}); of the model, "
-                "only find.model.dropout may differ"
+                f"{where} sets find.{key}.{bad}; a ticket is found on the split and model it is "
+                f"retrained on, so set it in [run] (or the arm's run.{key}); only "
+                "find.model.dropout and find.data.dataset may differ"
             )
-        if key not in FIND_SECTIONS and key != "model":
+        if key not in FIND_SECTIONS and key not in allowed:
             raise unknown_key(where + " [find]", key, FIND_SECTIONS)
         table(value, f"{where} [find.{key}]")
 

@@ -137,6 +137,7 @@ class Arm:
     template: str
     grid: tuple[tuple[str, Any], ...] = ()
     published: str | None = None
+    transfer_head: str = "reprune"  # tickets.transfer.HEADS; used when find.data.dataset differs
 
     @property
     def kind_entry(self) -> ArmKind:
@@ -285,11 +286,11 @@ def _find_config(suite: Suite, arm: Arm, seed: int) -> Any:
     train.setdefault("progress", run.train.progress)
     train["seed"] = seed
     doc = {
-        "data": to_dict(run.data),
+        "data": merge(to_dict(run.data), raw.get("data", {})),
         "model": merge(to_dict(run.model), raw.get("model", {})),
         "train": train,
         "eval": merge(to_dict(run.eval), raw.get("eval", {})),
-        **{k: v for k, v in raw.items() if k not in ("train", "eval", "model")},
+        **{k: v for k, v in raw.items() if k not in ("data", "train", "eval", "model")},
     }
     return _checked(from_dict(FindConfig, doc, source=f"suite {suite.name}, arm {arm.name} [find]"))
 
@@ -328,6 +329,14 @@ def _parse_arm(raw: Any, i: int, where: str, reference: Sequence[str]) -> Arm:
     for key in ("label", "note"):
         if not isinstance(raw.get(key, ""), str):
             raise UserError(f"{aw}: {key} must be a string")
+    from ..tickets.transfer import HEADS
+
+    head = raw.get("transfer_head", HEADS[0])
+    if head not in HEADS or (head != HEADS[0] and kind == "dense"):
+        raise UserError(
+            f"{aw}: transfer_head = {head!r}; use one of {', '.join(HEADS)}, on a ticket or "
+            "control arm"
+        )
     published = raw.get("published")
     rows = {row.arm for r in reference for row in published_tables()[r].rows}
     if published is not None and published not in rows:
@@ -345,6 +354,7 @@ def _parse_arm(raw: Any, i: int, where: str, reference: Sequence[str]) -> Arm:
         find=find_over,
         template=arm_name,
         published=published,
+        transfer_head=head,
     )
 
 

@@ -10,6 +10,7 @@ import click
 from ..core.config import build_config
 from ..core.errors import UserError
 from ..tickets.controls import control_names
+from ..tickets.transfer import HEADS
 from ..training.hparams import RunConfig
 from . import options as opt
 from .common import check_creatable, console_log, set_threads
@@ -30,6 +31,14 @@ from .common import check_creatable, console_log, set_threads
     "values permuted within layers), random-mask (mask shuffled within each layer) or "
     "random-mask-global (across layers).",
 )
+@click.option(
+    "--transfer-head",
+    type=click.Choice(HEADS),
+    default=None,
+    help="With --ticket on another dataset with another class count: the new output layer is "
+    "pruned by magnitude at the ticket's output-layer sparsity (reprune, the default) or kept "
+    "dense (dense). Recorded in hparams.json.",
+)
 @opt.threads_option
 @opt.nproc_option
 @opt.config_options(RunConfig)
@@ -38,6 +47,7 @@ def train_command(
     out: str,
     ticket: str | None,
     control: str | None,
+    transfer_head: str | None,
     threads: int | None,
     nproc: int | None,
     **kw: Any,
@@ -45,7 +55,8 @@ def train_command(
     """Train a model with the objective of --objective (natural, FGSM, FGSM-RS, PGD or TRADES by
     default), resumably, in a directory named by the hash of the non-default settings; with
     --ticket, retrain a ticket or one of its controls, on the ticket's architecture and data
-    settings unless a config file or flag says otherwise. Rerunning the same command resumes an
+    settings unless a config file or flag says otherwise; --dataset B retrains a ticket found on A
+    on B (a transfer: same architecture and input shape). Rerunning the same command resumes an
     interrupted run and does no work for a finished one."""
     from ..training.run import run_dir_for, train
     from .torchrun import joined, relaunch
@@ -59,6 +70,8 @@ def train_command(
     check_creatable(Path(out) / "run")
     if control is not None and ticket is None:
         raise UserError("--control needs --ticket DIR (a control is a branch of a ticket)")
+    if transfer_head is not None and ticket is None:
+        raise UserError("--transfer-head needs --ticket DIR (it is how a ticket's mask transfers)")
     if nproc is not None and nproc > 1:
         relaunch(nproc, cfg.train.device, [cfg.data.batch_size])
     set_threads(threads)
@@ -68,7 +81,8 @@ def train_command(
 
             if dist.primary and inherited:
                 _say_inherited(cfg, inherited)
-            result = retrain_ticket(cfg, ticket, out=out, control=control, log=console_log)
+            result = retrain_ticket(cfg, ticket, out=out, control=control, log=console_log,
+                                    transfer_head=transfer_head or HEADS[0])  # fmt: skip
         else:
             run_dir = run_dir_for(cfg, out)
             if dist.primary:

@@ -94,6 +94,8 @@ class DatasetSpec:
             then carved out of the training file). With one, ``val_size`` images are drawn from
             it and the training file is all training data.
         file_name: the file a single-file format reads from ``data_dir`` (``npz``).
+        view_of, classes: for a class view (:func:`class_view`), the dataset it is cut from and
+            the labels it keeps, in the order that renumbers them ``0 .. len(classes) - 1``.
     """
 
     name: str
@@ -113,6 +115,8 @@ class DatasetSpec:
     note: str = ""
     official_val: int = 0
     file_name: str = ""
+    view_of: str = ""
+    classes: tuple[int, ...] = ()
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -138,6 +142,80 @@ def _medmnist_locator(spec: DatasetSpec, root: Path) -> tuple[bool, str | None, 
     return locate_npz(spec, root)
 
 
+def _view_loader(spec: DatasetSpec, data_dir: Path, allow_download: bool) -> Raw:
+    """The base dataset's files, keeping the images of ``spec.classes`` and renumbering them."""
+    import torch
+
+    base = get_spec(spec.view_of)
+    raw = Raw(*base.loader(base, data_dir, allow_download))
+    lookup = torch.full((base.num_classes,), -1, dtype=torch.int64)
+    lookup[list(spec.classes)] = torch.arange(len(spec.classes))
+
+    def keep(images: Any, labels: Any) -> tuple[Any, Any]:
+        if images is None:
+            return None, None
+        pos = torch.isin(labels, torch.tensor(spec.classes)).nonzero().flatten()
+        return images[pos], lookup[labels[pos]]
+
+    train, test, val = (keep(raw.train_images, raw.train_labels),
+                        keep(raw.test_images, raw.test_labels),
+                        keep(raw.val_images, raw.val_labels))  # fmt: skip
+    return Raw(*train, *test, f"{raw.source} (classes {_span(spec.classes)})", *val)
+
+
+def _view_locator(spec: DatasetSpec, root: Path) -> tuple[bool, str | None, list[str]]:
+    base = get_spec(spec.view_of)
+    return base.locate(base, root)
+
+
+def _span(classes: tuple[int, ...]) -> str:
+    lo, hi = classes[0], classes[-1]
+    return f"{lo}-{hi}" if classes == tuple(range(lo, hi + 1)) else ",".join(map(str, classes))
+
+
+def class_view(
+    base: DatasetSpec,
+    classes: tuple[int, ...] | list[int],
+    *,
+    train_size: int,
+    test_size: int,
+    name: str | None = None,
+    note: str = "",
+) -> DatasetSpec:
+    """A dataset made of some classes of ``base``, relabelled ``0 .. len(classes) - 1`` in the
+    given order: the offline stand-in for a second task (ticket transfer, Chen et al. 2020, on
+    ``fashion-mnist:0-4`` -> ``fashion-mnist:5-9``). Images, augmentation, eps and files are the
+    base's; mean and std are measured on the view's own training images when it is loaded.
+    ``name`` defaults to ``"<base>:<lo>-<hi>"``; ``train_size``/``test_size`` are the view's
+    official split sizes; ``note`` says what the view is for."""
+    classes = tuple(int(c) for c in classes)
+    if not classes or len(set(classes)) != len(classes):
+        raise UserError(f"a class view of {base.name} needs distinct classes, got {classes}")
+    if any(not 0 <= c < base.num_classes for c in classes):
+        raise UserError(f"{base.name} has classes 0..{base.num_classes - 1}, not {classes}")
+    return DatasetSpec(
+        name=name or f"{base.name}:{_span(classes)}",
+        channels=base.channels,
+        size=base.size,
+        num_classes=len(classes),
+        mean=(),
+        std=(),
+        class_names=tuple(base.class_names[c] for c in classes),
+        augmentation=base.augmentation,
+        train_size=train_size,
+        test_size=test_size,
+        fix_hint=base.fix_hint,
+        default_eps=base.default_eps,
+        loader=_view_loader,
+        locate=_view_locator,
+        note=f"classes {_span(classes)} of {base.name}, relabelled from 0" + (f"; {note}" if note else ""),
+        official_val=base.official_val,
+        file_name=base.file_name,
+        view_of=base.name,
+        classes=classes,
+    )
+
+
 #: File format of a built-in dataset -> (loader, locator).
 FORMATS: dict[str, tuple[Loader, Locator]] = {
     "idx": (files.load_mnist_like, files.locate_mnist_like),
@@ -157,8 +235,14 @@ def builtin_datasets() -> tuple[DatasetSpec, ...]:
 
     try:
         doc = json.loads(resources.files("boosting_tickets").joinpath(DATA_FILE).read_text("utf-8"))
-        specs = []
+        specs: list[DatasetSpec] = []
         for d in doc["datasets"]:
+            if "view_of" in d:
+                base = next(b for b in specs if b.name == d["view_of"])
+                specs.append(class_view(base, d["classes"], name=d["name"],
+                                        train_size=d["train_size"], test_size=d["test_size"],
+                                        note=d.get("note", "")))  # fmt: skip
+                continue
             loader, locate = FORMATS[d["format"]]
             eps = d["default_eps"]
             specs.append(
@@ -182,7 +266,7 @@ def builtin_datasets() -> tuple[DatasetSpec, ...]:
                     file_name=d.get("file_name", ""),
                 )
             )
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, StopIteration) as exc:
         raise UserError(f"{DATA_FILE} is unreadable ({exc!r}); reinstall boosting-tickets") from None
     return tuple(specs)
 

@@ -107,14 +107,17 @@ def _start(src: Source) -> tuple[Any, dict[str, torch.Tensor]]:
     extra = src.record.get("extra") or {}
     if not extra.get("ticket"):
         return None, init
-    from ..tickets.retrain import control_start
+    from ..tickets.retrain import retrain_start
     from ..tickets.ticket import load_ticket
+    from ..tickets.transfer import HEADS
 
     assert src.ticket_dir is not None
     ticket = load_ticket(src.ticket_dir)
     if ticket.meta["hash"] != extra["ticket"]:
         raise UserError(f"{src.ticket_dir} is not the ticket {src.run_dir} retrains")
-    mask, _ = control_start(ticket, extra.get("control"), src.cfg.train.seed)
+    head = (extra.get("transfer") or {}).get("head")  # "kept" when the shapes agree
+    mask, _, _ = retrain_start(ticket, extra.get("control"), src.cfg, head if head in HEADS
+                               else HEADS[0])  # fmt: skip
     for name in mask.weight_names():
         if bool((init[name][~mask[name].bool()] != 0).any()):
             raise UserError(f"{src.run_dir}/init.pt does not fit the mask of {src.ticket_dir}")

@@ -242,13 +242,16 @@ def train(
     callbacks: Sequence[Callback] = (),
     dist: Distributed | None = None,
     wait: float | None = None,
+    details: Mapping[str, Any] | None = None,
 ) -> RunResult:
     """Train (or resume, or just return) the run ``cfg`` in exactly ``run_dir``.
 
     ``mask`` keeps pruned weights, their gradients and momentum exactly zero; ``init_state`` sets the
     starting weights (a ticket's rewind point) instead of a fresh seeded init; ``extra`` is recorded
     in hparams.json and the hash (e.g. the ticket a retraining run came from); ``callbacks`` run
-    after the standard ones. ``boosting_tickets.train`` names the directory by the hash instead.
+    after the standard ones; ``details`` is recorded in hparams.json but not hashed (what follows
+    from the hashed settings, e.g. how a transfer adapted the output layer).
+    ``boosting_tickets.train`` names the directory by the hash instead.
 
     The run is claimed while it trains (``core.claims``): a run another live process trains is a
     one-line error, or, with ``wait`` seconds, waited for. Under ``torchrun`` (``dist``: default
@@ -264,6 +267,7 @@ def train(
         "non_default": non_default(cfg),
         "config": to_dict(cfg),
         "extra": extra or {},
+        **({"details": dict(details)} if details else {}),
     }
     check_global_batch(cfg.data.batch_size, dist.world)
     if paths.hparams.exists():
