@@ -210,3 +210,12 @@ def test_bad_instability_files_are_refused_in_one_line(tmp_path):
     p.write_text(json.dumps({"format": "boosting-tickets/instability", "schema": 1, "rows": []}))
     with pytest.raises(UserError, match="checksum"):
         read_instability(p)
+
+
+def test_tables_order_k_as_numbers_not_text():
+    from boosting_tickets.report.instability import _by
+
+    rows = [{"arm": a, "rewind_step": k} for a in ("ticket", "dense") for k in (48, 4, 16, 0)]
+    assert list(_by(rows, "arm", "rewind_step")) == [
+        (a, k) for a in ("dense", "ticket") for k in (0, 4, 16, 48)
+    ]

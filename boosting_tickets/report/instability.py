@@ -93,7 +93,9 @@ def _by(rows: Sequence[dict[str, Any]], *keys: str) -> dict[tuple, list[dict[str
     out: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         out[tuple(r[k] for k in keys)].append(r)
-    return dict(sorted(out.items(), key=lambda kv: tuple(str(x) for x in kv[0])))
+    # Numbers sort as numbers (K = 4 before 16), names as text.
+    return dict(sorted(out.items(), key=lambda kv: tuple(
+        (0, x, "") if isinstance(x, int | float) else (1, 0, str(x)) for x in kv[0])))  # fmt: skip
 
 
 def instability_table(rows: Sequence[dict[str, Any]]) -> str:
