@@ -143,15 +143,21 @@ def _run_config(path: Path) -> Any:
     return from_dict(RunConfig, config, source=str(hp))
 
 
-def _protocol(run: Any, default_eps: float, given: dict, autoattack: bool, attacks: tuple) -> Any:
-    """The run's evaluation protocol (or the standard one) with the arguments given applied."""
+def _protocol(run: Any, spec: Any, given: dict, autoattack: bool, attacks: tuple) -> Any:
+    """The run's evaluation protocol (or the standard one) with the arguments given applied; a
+    threat model other than the run's takes the dataset's eps for it unless ``eps`` is given."""
     import dataclasses
 
     from .adversarial.protocol import EvalProtocol
+    from .adversarial.spec import check_threat
     from .training.hparams import eval_protocol
 
-    base = EvalProtocol(eps=default_eps) if run is None else eval_protocol(run)
     changes = {k: v for k, v in given.items() if v is not None}
+    norm = check_threat(changes.get("norm", "Linf" if run is None else run.eval.threat))
+    changes["norm"] = norm
+    if run is None or norm != run.eval.threat:
+        changes.setdefault("eps", spec.eps_for(norm))
+    base = EvalProtocol(eps=changes["eps"], norm=norm) if run is None else eval_protocol(run)
     return dataclasses.replace(base, **changes, autoattack=autoattack, attacks=attacks)
 
 
@@ -169,6 +175,7 @@ def evaluate_checkpoint(
     random_start: bool | None = None,
     bn_mode: str | None = None,
     seed: int | None = None,
+    threat: str | None = None,
     autoattack: bool = False,
     attacks: Sequence[str] = (),
     batch_size: int = 500,
@@ -181,7 +188,9 @@ def evaluate_checkpoint(
     run directory is evaluated by default on the run's own data (its test subset and data seed)
     under the run's evaluation protocol, so the result equals the run's ``test_eval.json``; every
     protocol argument left None takes the run's value, else the standard one (the dataset's eps,
-    PGD-20, step eps/4, 1 random restart, BN eval, seed 0). Returns the evaluation dict with the
+    PGD-20, step eps/4, 1 random restart, BN eval, seed 0). ``threat`` ``"L2"`` measures PGD-L2 and
+    FGM (and AutoAttack L2) at the L2 ``eps`` (default: the dataset's, CIFAR-10 0.5) instead of
+    the run's L∞ attacks. Returns the evaluation dict with the
     checkpoint, dataset, split, architecture and environment recorded."""
     import dataclasses
 
@@ -201,8 +210,9 @@ def evaluate_checkpoint(
     spec = get_spec(name)
     run = _run_config(path)
     given = {"eps": eps, "pgd_steps": steps, "step_size": step_size, "restarts": restarts,
-             "random_start": random_start, "bn_mode": bn_mode, "seed": seed}  # fmt: skip
-    protocol = _protocol(run, spec.default_eps, given, autoattack, tuple(attacks))
+             "random_start": random_start, "bn_mode": bn_mode, "seed": seed,
+             "norm": threat}  # fmt: skip
+    protocol = _protocol(run, spec, given, autoattack, tuple(attacks))
     if run is not None and dataset in (None, run.data.dataset):
         splits = dataclasses.replace(run.data, data_dir=str(data_dir)).load()
         if split == "val" and not len(splits.val.labels):

@@ -364,6 +364,7 @@ def test_spec_defaults_and_protocol():
     proto = AttackSpec("pgd", 0.1, steps=20, restarts=2, bn_mode="train").protocol()
     assert proto == {
         "name": "pgd",
+        "norm": "Linf",
         "eps": 0.1,
         "steps": 20,
         "step_size": pytest.approx(0.025),

@@ -1,4 +1,5 @@
-"""L∞ attacks: FGSM, FGSM-RS, PGD with restarts, and the TRADES inner maximization.
+"""Attacks: L∞ FGSM, FGSM-RS and PGD with restarts, L2 FGM and PGD, and the TRADES inner
+maximization.
 
 All attacks take float inputs ``x`` of shape (N, C, H, W) with values in [0, 1] and integer
 labels ``y`` of shape (N,); any input normalization lives inside the model. Each sets the model's
@@ -8,7 +9,9 @@ References:
     Goodfellow, Shlens, Szegedy 2015, "Explaining and harnessing adversarial examples" (FGSM).
     Wong, Rice, Kolter 2020, "Fast is better than free" (FGSM-RS: random start, step 1.25·eps).
     Madry, Makelov, Schmidt, Tsipras, Vladu 2018, "Towards deep learning models resistant to
-    adversarial attacks" (PGD).
+    adversarial attacks" (PGD, L∞ and L2).
+    Miyato, Dai, Goodfellow 2017, "Adversarial training methods for semi-supervised text
+    classification" (FGM: the L2-normalized gradient step).
     Zhang, Yu, Jiao, Xing, El Ghaoui, Jordan 2019, "Theoretically principled trade-off between
     robustness and accuracy" (TRADES).
 """
@@ -24,7 +27,15 @@ from torch import Tensor, nn
 from ..core.errors import UserError
 from .spec import AttackSpec, check_count, check_step_size
 from .steps import bn_mode as _bn_mode_context
-from .steps import checked_inputs, input_grad, logits_of, project_step, start_point, uniform_noise
+from .steps import (
+    checked_inputs,
+    input_grad,
+    logits_of,
+    noise_for,
+    project_step,
+    start_point,
+    step_for,
+)
 
 # TRADES starts from x + 0.001·N(0, 1) (official TRADES code).
 _TRADES_START_STD = 0.001
@@ -59,19 +70,49 @@ def fgsm(
     step_size = check_step_size(step_size)
     if x.shape[0] == 0:
         return x.clone()
-    noise = uniform_noise(x, eps, generator) if random_start else None
+    noise = noise_for("Linf")(x, eps, generator) if random_start else None
     with _bn_mode_context(model, bn_mode, keep_running_stats=True):
         x_adv = start_point(x, noise)
         grad, _ = input_grad(model, x_adv, y, autocast_dtype)
         return project_step(x_adv, x, grad, step_size, eps)
 
 
+def fgm(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    eps: float,
+    *,
+    step_size: float | None = None,
+    bn_mode: str = "eval",
+    autocast_dtype: torch.dtype | None = None,
+) -> Tensor:
+    """One L2-normalized gradient step of mean cross-entropy: FGM (Miyato et al. 2017).
+
+    Computes clamp(x + δ, 0, 1) with δ = step·g/‖g‖₂ per example (g the input gradient, ‖g‖₂ +
+    1e-10), scaled back into the L2 eps-ball; ``step_size`` defaults to eps, so δ lies on the
+    sphere of radius eps before the clamp. No random start. Model mode handling and
+    ``autocast_dtype`` as in :func:`pgd`.
+
+    Shapes: x (N, C, H, W) float in [0, 1], y (N,) int. Returns x_adv, same shape as x, detached.
+    """
+    model, x, y, eps = checked_inputs(model, x, y, eps, bn_mode, None, autocast_dtype, "L2")
+    step_size = check_step_size(eps if step_size is None else step_size)
+    if x.shape[0] == 0:
+        return x.clone()
+    with _bn_mode_context(model, bn_mode, keep_running_stats=True):
+        grad, _ = input_grad(model, x, y, autocast_dtype)
+        return step_for("L2")(x, x, grad, step_size, eps)
+
+
 def _pgd_run(model: nn.Module, x: Tensor, y: Tensor, noise: Tensor | None, **kw: Any) -> Tensor:
-    """``kw["steps"]`` signed steps of ``kw["step_size"]`` from ``x + noise`` (eps-ball, [0, 1])."""
+    """``kw["steps"]`` projected steps of ``kw["step_size"]`` under ``kw["norm"]`` from
+    ``x + noise`` (eps-ball, [0, 1])."""
+    step = step_for(kw["norm"])
     x_adv = start_point(x, noise)
     for _ in range(kw["steps"]):
         grad, _ = input_grad(model, x_adv, y, kw["autocast_dtype"])
-        x_adv = project_step(x_adv, x, grad, kw["step_size"], kw["eps"])
+        x_adv = step(x_adv, x, grad, kw["step_size"], kw["eps"])
     return x_adv
 
 
@@ -88,12 +129,17 @@ def pgd(
     bn_mode: str = "eval",
     generator: torch.Generator | None = None,
     autocast_dtype: torch.dtype | None = None,
+    norm: str = "Linf",
 ) -> Tensor:
-    """L∞ projected gradient ascent on mean cross-entropy (Madry et al. 2018).
+    """Projected gradient ascent on mean cross-entropy (Madry et al. 2018), L∞ or L2.
 
-    Each restart starts at clamp(x + U(−eps, eps), 0, 1) (or at x if ``random_start=False``), then
-    takes ``steps`` updates x ← clamp(x0 + clip(x + step·sign(∇) − x0, −eps, eps), 0, 1).
-    With ``generator=None`` and the same ``torch.manual_seed`` this reproduces torchattacks.PGD.
+    ``norm="Linf"`` (default): each restart starts at clamp(x + U(−eps, eps), 0, 1) (or at x if
+    ``random_start=False``), then takes ``steps`` updates
+    x ← clamp(x0 + clip(x + step·sign(∇) − x0, −eps, eps), 0, 1); with ``generator=None`` and the
+    same ``torch.manual_seed`` this reproduces torchattacks.PGD. ``norm="L2"``: the start is a
+    Gaussian direction at radius U(0, 1)·eps per example, each step moves ``step_size`` along
+    ∇/‖∇‖₂ per example and projects onto the L2 eps-ball and [0, 1]; this reproduces
+    torchattacks.PGDL2 the same way.
     With ``restarts > 1`` each point keeps the final iterate of the restart that fools the model
     (first such restart with the highest loss) or, if none does, that has the highest loss; this
     costs one extra forward pass per restart. The model is put in ``bn_mode`` during the attack and
@@ -103,20 +149,24 @@ def pgd(
 
     Shapes: x (N, C, H, W) float in [0, 1], y (N,) int. Returns x_adv, same shape as x, detached.
     """
-    model, x, y, eps = checked_inputs(model, x, y, eps, bn_mode, generator, autocast_dtype)
+    from .spec import check_threat
+
+    norm = check_threat(norm)
+    model, x, y, eps = checked_inputs(model, x, y, eps, bn_mode, generator, autocast_dtype, norm)
     step_size = check_step_size(step_size)
     steps = check_count(steps, "steps")
     restarts = check_count(restarts, "restarts")
     if x.shape[0] == 0:
         return x.clone()
+    draw = noise_for(norm)
     with _bn_mode_context(model, bn_mode, keep_running_stats=True):
         best: Tensor | None = None
         best_loss = best_fooled = None
         for _ in range(restarts):
-            noise = uniform_noise(x, eps, generator) if random_start else None
+            noise = draw(x, eps, generator) if random_start else None
             x_adv = _pgd_run(
                 model, x, y, noise, eps=eps, step_size=step_size, steps=steps,
-                autocast_dtype=autocast_dtype,
+                autocast_dtype=autocast_dtype, norm=norm,
             )  # fmt: skip
             if restarts == 1:
                 return x_adv
@@ -144,7 +194,8 @@ def perturb(model: nn.Module, x: Tensor, y: Tensor, spec: AttackSpec, generator:
     ``generator``: a ``torch.Generator`` on ``x``'s device for the random start (None: torch's
     global one); ``autocast_dtype`` (keyword): run the model under autocast, loss in fp32.
 
-    Built in, "fgsm" and "fgsm-rs" call :func:`fgsm` and "pgd" calls :func:`pgd` (no early exit).
+    Built in, "fgsm" and "fgsm-rs" call :func:`fgsm`, "fgm" :func:`fgm`, and "pgd" and "pgd-l2"
+    :func:`pgd` (no early exit).
     """
     spec = resolved_spec(spec)
     return spec.entry().run(model, x, y, spec, generator, kw.get("autocast_dtype"))

@@ -24,7 +24,7 @@ from .attacks import perturb
 from .evaluator import robust_correct
 from .protocol import EvalProtocol
 from .spec import AttackSpec
-from .steps import bn_mode, uniform_noise
+from .steps import bn_mode, noise_for
 
 
 def _as_float(images: torch.Tensor) -> torch.Tensor:
@@ -33,14 +33,14 @@ def _as_float(images: torch.Tensor) -> torch.Tensor:
     return images.float()
 
 
-def _draws(spec: AttackSpec, single: bool) -> int | None:
-    """How many whole-batch noise draws ``spec`` takes from the stream per batch (None: unknown,
-    a plugin attack that is not L∞ steps)."""
-    if not spec.entry().linf_steps:
+def _draws(spec: AttackSpec, single: bool) -> tuple[int, str] | None:
+    """(how many whole-batch noise draws ``spec`` takes from the stream per batch, their norm);
+    None: unknown, a plugin attack that is not stepwise."""
+    if not spec.entry().stepwise:
         return None
     if not spec.random_start:
-        return 0
-    return 1 if single else spec.restarts
+        return 0, spec.norm
+    return (1 if single else spec.restarts), spec.norm
 
 
 def _correct_masks(
@@ -61,9 +61,9 @@ def _correct_masks(
     ok = {k: torch.zeros(n, dtype=torch.bool) for k in names}
     pgd_spec, fgsm_spec = protocol.pgd_spec(), protocol.fgsm_spec()
     extra = {a: protocol.attack_spec(a) for a in protocol.attacks}
-    draws = [_draws(pgd_spec, False), *(_draws(s, False) for s in extra.values())]
-    if protocol.fgsm:
-        draws.append(_draws(fgsm_spec, True))
+    # In the order the attacks draw from the stream below: FGSM, PGD, the extra attacks.
+    draws = [_draws(fgsm_spec, True)] if protocol.fgsm else []
+    draws += [_draws(pgd_spec, False), *(_draws(s, False) for s in extra.values())]
     world = dist.world if None not in draws else 1  # unknown streams: every rank does it all
     eps = float(protocol.eps)
     # Every attack crafts in protocol.bn_mode with its BN statistics frozen (attacks restore
@@ -72,8 +72,9 @@ def _correct_masks(
         for k, s in enumerate(bar(range(0, n, batch_size))):
             x = _as_float(images[s : s + batch_size]).to(dev)
             if k % world != dist.rank % world:
-                for _ in range(sum(d or 0 for d in draws)):
-                    uniform_noise(x, eps, gen)  # keep the stream where evaluating would leave it
+                for count, norm in draws:  # type: ignore[misc] - None was ruled out above
+                    for _ in range(count):
+                        noise_for(norm)(x, eps, gen)  # the stream where evaluating leaves it
                 continue
             y = labels[s : s + batch_size].to(dev)
             part = slice(s, s + len(y))
@@ -171,7 +172,7 @@ def evaluate(
         if dist.primary:
             aa = autoattack_accuracy(
                 model, images, labels, protocol.eps, batch_size=batch_size, device=dev,
-                seed=protocol.seed,
+                seed=protocol.seed, norm=protocol.norm,
             )  # fmt: skip
         out["autoattack_acc"] = dist.gather(aa)[0]
     if per_class:
@@ -212,12 +213,18 @@ def autoattack_accuracy(
     device: torch.device | str = "cpu",
     state_path: str | None = None,
     seed: int = 0,
+    norm: str = "Linf",
 ) -> float:
-    """Robust accuracy under AutoAttack 'standard' (Croce & Hein 2020) through pyautoattack.
+    """Robust accuracy under AutoAttack 'standard' (Croce & Hein 2020) through pyautoattack, for
+    ``norm`` ``"Linf"`` (default) or ``"L2"`` (RobustBench's L2 leaderboard: eps 0.5 on CIFAR-10).
 
     pyautoattack's ``run_standard_evaluation`` returns ``(x_adv, y_adv)``; accuracy is recomputed
     here on ``x_adv`` with the model in eval mode.
     """
+    from .spec import check_eps, check_threat
+
+    norm = check_threat(norm)
+    eps = check_eps(eps, norm)
     try:
         from pyautoattack import AutoAttack
     except ImportError:
@@ -229,7 +236,7 @@ def autoattack_accuracy(
     y = labels.to(dev)
     with bn_mode(model, "eval"):
         adversary = AutoAttack(
-            model, norm="Linf", eps=eps, version="standard", device=str(dev), seed=seed
+            model, norm=norm, eps=eps, version="standard", device=str(dev), seed=seed
         )
         run_kwargs: dict[str, Any] = {"batch_size": batch_size}
         if state_path is not None:

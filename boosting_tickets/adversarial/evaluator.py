@@ -15,15 +15,7 @@ from torch import Tensor, nn
 from ..core.errors import UserError
 from .attacks import perturb, resolved_spec
 from .spec import AttackSpec, check_count
-from .steps import (
-    bn_mode,
-    checked_inputs,
-    input_grad,
-    logits_of,
-    project_step,
-    start_point,
-    uniform_noise,
-)
+from .steps import bn_mode, checked_inputs, input_grad, logits_of, noise_for, start_point, step_for
 
 
 class _EarlyExit:
@@ -35,6 +27,7 @@ class _EarlyExit:
         self.fooled_at = [0] * (spec.steps + 1)
         # Attack logits are reused to judge only when the attack itself ran in eval mode.
         self.judge_in_attack_mode = spec.bn_mode == "eval"
+        self.step = step_for(spec.norm)
 
     def wrong(self, xb: Tensor, yb: Tensor, logits: Tensor | None = None) -> Tensor:
         """Misclassification mask, reusing attack logits when they were computed in eval mode."""
@@ -63,7 +56,7 @@ class _EarlyExit:
             self.backward += n
             if check_iterates:
                 self._mark(self.wrong(x_adv, y) & alive, alive, t)
-            x_adv = project_step(x_adv, x, grad, step_size, eps)
+            x_adv = self.step(x_adv, x, grad, step_size, eps)
         self._mark(self.wrong(x_adv, y) & alive, alive, spec.steps)
 
     def _mark(self, fooled: Tensor, alive: Tensor, t: int) -> None:
@@ -71,7 +64,8 @@ class _EarlyExit:
         alive[fooled] = False
 
     def restart(self, x: Tensor, y: Tensor, alive: Tensor, noise: Tensor | None) -> None:
-        """One restart of signed L∞ steps on the points still ``alive`` (updated in place)."""
+        """One restart of projected steps on the points still ``alive`` (updated in place); an
+        L2 step is per example, so dropping fooled points leaves the others' iterates unchanged."""
         spec = self.spec
         if spec.bn_mode == "train":
             self.restart_whole_batch(x, y, alive, noise)
@@ -96,7 +90,7 @@ class _EarlyExit:
                     x_adv, grad = x_adv[keep], grad[keep]
                     if idx.numel() == 0:
                         return
-            x_adv = project_step(x_adv, xb, grad, step_size, eps)
+            x_adv = self.step(x_adv, xb, grad, step_size, eps)
         fooled = self.wrong(x_adv, yb)
         self.fooled_at[spec.steps] += int(fooled.sum())
         alive[idx[fooled]] = False
@@ -122,7 +116,8 @@ def robust_correct_with_stats(
     or seed. In eval BN mode this is at least as strict as checking only pgd()'s final output.
 
     FGSM / FGSM-RS: robust iff clean correct and the FGSM output is still classified correctly
-    (only clean-correct points are attacked). An attack whose registry entry is not ``linf_steps``
+    (only clean-correct points are attacked); FGM and PGD-L2 alike with L2 steps. An attack whose
+    registry entry is not ``stepwise``
     (a plugin's) is run once on the clean-correct points and its output judged.
 
     Correctness is always judged with the model in eval mode; with ``spec.bn_mode == "train"``
@@ -138,7 +133,8 @@ def robust_correct_with_stats(
     restarts; iterate 0 is the start point; FGSM specs only ever count the output, at index 1).
     """
     spec = resolved_spec(spec)
-    model, x, y, _ = checked_inputs(model, x, y, spec.eps, spec.bn_mode, generator, autocast_dtype)
+    model, x, y, _ = checked_inputs(model, x, y, spec.eps, spec.bn_mode, generator, autocast_dtype,
+                                    spec.norm)  # fmt: skip
     n, steps, restarts = int(x.shape[0]), spec.steps, spec.restarts
     stats: dict[str, Any] = {
         "n": n,
@@ -153,9 +149,10 @@ def robust_correct_with_stats(
         with bn_mode(model, spec.bn_mode, keep_running_stats=True):
             alive = ~run.wrong(x, y)
             stats["clean_correct"] = int(alive.sum())
-            if spec.entry().linf_steps:
+            if spec.entry().stepwise:
+                draw = noise_for(spec.norm)
                 for _ in range(restarts):
-                    noise = uniform_noise(x, spec.eps, generator) if spec.random_start else None
+                    noise = draw(x, spec.eps, generator) if spec.random_start else None
                     if bool(alive.any()):  # the noise is drawn anyway: the stream stays aligned
                         run.restart(x, y, alive, noise)
             elif bool(alive.any()):

@@ -1,6 +1,6 @@
-"""The attack registry: name -> implementation, default step, single-step or not, random start.
+"""The attack registry: name -> implementation, norm, default step, single-step, random start.
 
-Built-in L∞ attacks (inputs in [0, 1], normalization inside the model):
+Built-in attacks (inputs in [0, 1], normalization inside the model). L∞:
 
 * ``fgsm`` -- Goodfellow, Shlens, Szegedy 2015: one signed-gradient step of size eps, no random
   start (as in the boosting-ticket code);
@@ -8,9 +8,18 @@ Built-in L∞ attacks (inputs in [0, 1], normalization inside the model):
 * ``pgd`` -- Madry et al. 2018: k signed-gradient steps of eps/4 from a uniform random start,
   projected onto the eps-ball and [0, 1], with optional restarts.
 
+L2:
+
+* ``fgm`` -- the fast gradient method (Miyato, Dai, Goodfellow 2017; Goodfellow et al. 2015's
+  L2 variant): one step of eps along the L2-normalized gradient, no random start;
+* ``pgd-l2`` -- Madry et al. 2018 in L2: k steps of eps/4 along the per-example L2-normalized
+  gradient from a random start in the ball (a Gaussian direction at radius U(0, 1)·eps, as
+  torchattacks.PGDL2), projected onto the L2 eps-ball and [0, 1], with optional restarts.
+
 An entry's ``run(model, x, y, spec, generator, autocast_dtype) -> x_adv`` crafts the attack;
-``linf_steps`` says the attack is a sequence of L∞ signed-gradient steps from an optional uniform
-start, which the early-exit evaluator (:mod:`.evaluator`) can replay point by point. Plugins add
+``stepwise`` says the attack is a sequence of projected gradient steps of its norm from an optional
+random start (:func:`.steps.step_for`, :func:`.steps.noise_for`), which the early-exit evaluator
+(:mod:`.evaluator`) can replay point by point. Plugins add
 attacks by declaring ``ATTACKS``, a tuple of :class:`AttackEntry`. This module imports no torch.
 """
 
@@ -39,15 +48,17 @@ class AttackEntry(Entry):
         default_step: the step size as a multiple of eps when the spec gives none.
         random_start: whether the attack starts at a random point when the spec does not say.
         single_step: exactly one step and no restarts (FGSM-like).
-        linf_steps: the early-exit evaluator may replay it as L∞ signed steps (False: the
+        stepwise: the early-exit evaluator may replay it as projected steps of ``norm`` (False: the
             evaluator judges the attack's output instead).
+        norm: its threat model, ``"Linf"`` (default) or ``"L2"``.
     """
 
     run: Runner
     default_step: float
     random_start: bool
     single_step: bool
-    linf_steps: bool = False
+    stepwise: bool = False
+    norm: str = "Linf"
 
 
 def _run_fgsm(model: Any, x: Any, y: Any, spec: AttackSpec, generator: Any, autocast: Any) -> Any:
@@ -66,6 +77,13 @@ def _run_fgsm(model: Any, x: Any, y: Any, spec: AttackSpec, generator: Any, auto
     )
 
 
+def _run_fgm(model: Any, x: Any, y: Any, spec: AttackSpec, generator: Any, autocast: Any) -> Any:
+    from .attacks import fgm
+
+    return fgm(model, x, y, spec.eps, step_size=spec.step_size, bn_mode=spec.bn_mode,
+               autocast_dtype=autocast)  # fmt: skip
+
+
 def _run_pgd(model: Any, x: Any, y: Any, spec: AttackSpec, generator: Any, autocast: Any) -> Any:
     from .attacks import pgd
 
@@ -81,6 +99,7 @@ def _run_pgd(model: Any, x: Any, y: Any, spec: AttackSpec, generator: Any, autoc
         bn_mode=spec.bn_mode,
         generator=generator,
         autocast_dtype=autocast,
+        norm=spec.norm,
     )
 
 
@@ -92,7 +111,7 @@ BUILTIN_ATTACKS: tuple[AttackEntry, ...] = (
         default_step=1.0,
         random_start=False,
         single_step=True,
-        linf_steps=True,
+        stepwise=True,
     ),
     AttackEntry(
         "fgsm-rs",
@@ -101,7 +120,7 @@ BUILTIN_ATTACKS: tuple[AttackEntry, ...] = (
         default_step=1.25,
         random_start=True,
         single_step=True,
-        linf_steps=True,
+        stepwise=True,
     ),
     AttackEntry(
         "pgd",
@@ -110,7 +129,27 @@ BUILTIN_ATTACKS: tuple[AttackEntry, ...] = (
         default_step=0.25,
         random_start=True,
         single_step=False,
-        linf_steps=True,
+        stepwise=True,
+    ),
+    AttackEntry(
+        "fgm",
+        "L2 FGM (Miyato et al. 2017): one step of eps along the L2-normalized gradient",
+        _run_fgm,
+        default_step=1.0,
+        random_start=False,
+        single_step=True,
+        stepwise=True,
+        norm="L2",
+    ),
+    AttackEntry(
+        "pgd-l2",
+        "L2 PGD (Madry et al. 2018): k steps of eps/4 from a random start in the ball, restarts",
+        _run_pgd,
+        default_step=0.25,
+        random_start=True,
+        single_step=False,
+        stepwise=True,
+        norm="L2",
     ),
 )
 

@@ -17,6 +17,17 @@ if TYPE_CHECKING:
     from .registry import AttackEntry
 
 BN_MODES: tuple[str, ...] = ("eval", "train")
+#: Threat models: the norm of the perturbation budget (inputs in [0, 1]).
+THREATS: tuple[str, ...] = ("Linf", "L2")
+
+
+def check_threat(norm: Any) -> str:
+    """``norm`` as its canonical spelling (``linf``/``l2`` accepted); else a one-line UserError."""
+    spelled = {t.lower(): t for t in THREATS}
+    key = str(norm).strip().lower().replace("∞", "inf") if isinstance(norm, str) else None
+    if key not in spelled:
+        raise UserError(f"unknown threat model {norm!r}; use one of {', '.join(THREATS)}")
+    return spelled[key]
 
 
 def check_real(value: Any, what: str) -> float:
@@ -33,8 +44,14 @@ def check_real(value: Any, what: str) -> float:
     return value
 
 
-def check_eps(eps: Any) -> float:
+def check_eps(eps: Any, norm: str = "Linf") -> float:
+    """``eps`` as a float: finite and >= 0; an L∞ radius also at most 1 (inputs lie in [0, 1]).
+    An L2 radius has no such bound (the diameter of [0, 1]^d is sqrt(d))."""
     eps = check_real(eps, "eps")
+    if norm == "L2":
+        if eps < 0:
+            raise UserError(f"an L2 eps must be >= 0, got {eps}; e.g. 0.5 on CIFAR-10")
+        return eps
     if eps < 0 or eps > 1:
         raise UserError(
             f"eps must lie in [0, 1] for inputs in [0, 1], got {eps}; e.g. use 8/255 not 8"
@@ -68,9 +85,11 @@ class AttackSpec:
     """An attack recipe, validated on construction.
 
     Fields:
-        name: a registered attack (``adversarial.registry.attacks()``): built in, "fgsm"
-            (Goodfellow 2015), "fgsm-rs" (Wong, Rice, Kolter 2020) or "pgd" (Madry 2018).
-        eps: L∞ radius in input units ([0, 1] images), e.g. 8/255.
+        name: a registered attack (``adversarial.registry.attacks()``): built in, L∞ "fgsm"
+            (Goodfellow 2015), "fgsm-rs" (Wong, Rice, Kolter 2020), "pgd" (Madry 2018), and L2
+            "fgm" (Miyato et al. 2017) and "pgd-l2" (Madry 2018). The entry fixes the norm.
+        eps: radius in input units ([0, 1] images) in the attack's norm, e.g. 8/255 (L∞) or
+            0.5 (L2).
         steps: gradient steps; must be 1 for single-step attacks (the FGSM variants). Default 1.
         step_size: per-step size; ``None`` resolves to the entry's default multiple of eps: eps
             (fgsm), 1.25·eps (fgsm-rs), eps/4 (pgd).
@@ -106,7 +125,7 @@ class AttackSpec:
     def validate(self) -> None:
         """Raise UserError naming the first invalid field; return None if the spec is usable."""
         entry = self.entry()
-        check_eps(self.eps)
+        check_eps(self.eps, entry.norm)
         steps = check_count(self.steps, "steps")
         restarts = check_count(self.restarts, "restarts")
         if self.step_size is not None:
@@ -132,6 +151,11 @@ class AttackSpec:
             raise UserError(f"unknown attack name {self.name!r}; use one of {', '.join(reg.names)}")
         return reg.get(self.name)
 
+    @property
+    def norm(self) -> str:
+        """The threat model of the attack (its registry entry's): ``Linf`` or ``L2``."""
+        return self.entry().norm
+
     def resolved(self) -> AttackSpec:
         """Return a copy with ``step_size`` and ``random_start`` defaults filled in."""
         entry = self.entry()
@@ -152,6 +176,7 @@ class AttackSpec:
         spec = self.resolved()
         return {
             "name": spec.name,
+            "norm": spec.norm,
             "eps": spec.eps,
             "steps": spec.steps,
             "step_size": spec.step_size,

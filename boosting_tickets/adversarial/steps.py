@@ -1,4 +1,5 @@
-"""The pieces every L∞ attack is made of: input checks, model-mode handling, one signed step.
+"""The pieces every attack is made of: input checks, model-mode handling, and per threat model
+(``Linf``, ``L2``) the random start and one projected step (:func:`noise_for`, :func:`step_for`).
 
 All take float inputs ``x`` of shape (N, C, H, W) in [0, 1] and integer labels ``y`` of shape
 (N,). Gradients are taken with respect to the input only (``torch.autograd.grad``), so model
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -114,15 +116,16 @@ def checked_inputs(
     bn_mode: Any,
     generator: torch.Generator | None,
     autocast_dtype: torch.dtype | None,
+    norm: str = "Linf",
 ) -> tuple[nn.Module, Tensor, Tensor | None, float]:
     """The checks every attack starts with (``y`` None: an attack without labels, e.g. TRADES);
-    returns the model, detached ``x`` and ``y``, and ``eps`` as a float."""
+    returns the model, detached ``x`` and ``y``, and ``eps`` (checked for ``norm``) as a float."""
     from .spec import check_eps
 
     model = check_model(model)
     x = check_x(x)
     y = None if y is None else check_y(y, x)
-    eps = check_eps(eps)
+    eps = check_eps(eps, norm)
     check_bn_mode(bn_mode)
     check_generator(generator, x)
     check_autocast(autocast_dtype)
@@ -164,6 +167,37 @@ def project_step(x_adv: Tensor, x: Tensor, grad: Tensor, step_size: float, eps: 
     return torch.clamp(x + delta, min=0, max=1).detach()
 
 
+def _per_example(v: Tensor, x: Tensor) -> Tensor:
+    """(N,) values shaped to broadcast over x's (N, C, H, W)."""
+    return v.view(-1, *([1] * (x.dim() - 1)))
+
+
+def project_step_l2(x_adv: Tensor, x: Tensor, grad: Tensor, step_size: float, eps: float) -> Tensor:
+    """x_adv + step·grad/‖grad‖₂ per example, projected to the L2 eps-ball around x and to [0, 1].
+
+    Same operations in the same order as torchattacks.PGDL2 (gradient norm + 1e-10; the
+    difference scaled by min(1, eps/‖δ‖₂)), so the iterates agree to float rounding; where δ = 0
+    it stays 0 (torchattacks gives NaN).
+    """
+    g = grad.flatten(1).norm(p=2, dim=1) + 1e-10
+    x_adv = x_adv.detach() + step_size * (grad / _per_example(g, x))
+    delta = x_adv - x
+    dn = delta.flatten(1).norm(p=2, dim=1)
+    # δ = 0 (eps 0, or a zero gradient) stays 0; torchattacks would compute 0/0 = NaN there.
+    factor = torch.where(dn > 0, eps / dn.clamp_min(torch.finfo(dn.dtype).tiny), 1.0)
+    factor = torch.minimum(factor, torch.ones_like(dn))
+    return torch.clamp(x + delta * _per_example(factor, x), min=0, max=1).detach()
+
+
+def l2_noise(x: Tensor, eps: float, generator: torch.Generator | None) -> Tensor:
+    """A random start in the L2 eps-ball: a Gaussian direction scaled to radius r·eps, r ~ U(0, 1)
+    per example (torchattacks.PGDL2's draw, in its order: the direction, then the radii)."""
+    delta = torch.empty_like(x).normal_(generator=generator)
+    n = _per_example(delta.flatten(1).norm(p=2, dim=1), x)
+    r = torch.zeros_like(n).uniform_(0, 1, generator=generator)
+    return delta * (r / n * eps)
+
+
 def uniform_noise(x: Tensor, eps: float, generator: torch.Generator | None) -> Tensor:
     # Drawn for the whole batch so the random stream never depends on which points survive.
     return torch.empty_like(x).uniform_(-eps, eps, generator=generator)
@@ -173,3 +207,19 @@ def start_point(x: Tensor, noise: Tensor | None) -> Tensor:
     if noise is None:
         return x.clone().detach()
     return torch.clamp(x + noise, min=0, max=1).detach()
+
+
+#: Threat model -> (random start, projected step); read-only.
+GEOMETRY = MappingProxyType(
+    {"Linf": (uniform_noise, project_step), "L2": (l2_noise, project_step_l2)}
+)
+
+
+def noise_for(norm: str) -> Any:
+    """``noise(x, eps, generator)``: the random start of ``norm`` (whole-batch draw)."""
+    return GEOMETRY[norm][0]
+
+
+def step_for(norm: str) -> Any:
+    """``step(x_adv, x, grad, step_size, eps)``: one projected ascent step under ``norm``."""
+    return GEOMETRY[norm][1]

@@ -57,9 +57,11 @@ def robustbench_cmd(
         click.echo(json.dumps({"protocol": result.protocol, "rows": result.rows}, indent=2))
         return
     proto = result.protocol
+    l2 = proto["threat_model"] == "L2"
     click.echo(
-        f"protocol: eps {proto['eps']:.4g}, PGD-{proto['pgd_steps']} step {proto['step_size']:.4g} "
-        f"random start {proto['random_start']}, FGSM, BN {proto['bn_mode']}, AutoAttack "
+        f"protocol: {proto['threat_model']} eps {proto['eps']:.4g}, PGD-{proto['pgd_steps']}"
+        f"{'-L2' if l2 else ''} step {proto['step_size']:.4g} random start "
+        f"{proto['random_start']}, {'FGM' if l2 else 'FGSM'}, BN {proto['bn_mode']}, AutoAttack "
         f"{proto['autoattack'] or 'off'}; measured on {proto['data']['description']}"
     )
     click.echo(comparison_table(result.rows, proto["pgd_steps"]))
@@ -73,15 +75,19 @@ def robustbench_cmd(
 
 
 @compare.command("list", short_help="Published RobustBench numbers shipped with the package.")
+@click.option("--threat", type=opt.RegistryChoice(lambda: ZOO_THREATS, "threat", "threat"),
+              default="Linf", show_default=True,
+              help="Leaderboard: Linf (eps 8/255) or L2 (eps 0.5).")  # fmt: skip
 @opt.json_option
-def list_cmd(as_json: bool) -> None:
-    """Published RobustBench CIFAR-10 L-inf numbers for WideResNet/ResNet entries (package data)."""
+def list_cmd(threat: str, as_json: bool) -> None:
+    """Published RobustBench CIFAR-10 numbers (package data): the L-inf leaderboard's WideResNet
+    and ResNet entries, or with --threat L2 every entry of the L2 leaderboard."""
     from ..zoo.reference import load_reference, reference_table
 
     if as_json:
-        click.echo(json.dumps(load_reference(), indent=2, ensure_ascii=False))
+        click.echo(json.dumps(load_reference(threat), indent=2, ensure_ascii=False))
     else:
-        click.echo(reference_table())
+        click.echo(reference_table(threat))
 
 
 @compare.command("export", short_help="Write one of our models in RobustBench format.")

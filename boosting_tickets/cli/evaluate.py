@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..adversarial.registry import attack_names
-from ..adversarial.spec import BN_MODES
+from ..adversarial.spec import BN_MODES, THREATS
 from ..data.registry import dataset_names
 from .common import check_new_file, set_threads
 from .options import (
@@ -34,11 +34,15 @@ from .options import (
 @click.option("--split", type=click.Choice(["test", "val"]), default="test", show_default=True,
               help="test, or val: the held-out split of the run the checkpoint belongs to.")  # fmt: skip
 @click.option("--n-examples", type=Int(1), default=None, help="Evaluate the first N.")
-@click.option("--eps", type=Fraction(), default=None,
-              help="L∞ budget, e.g. 8/255 [default: the run's, else the dataset's].")  # fmt: skip
+@click.option("--threat", type=RegistryChoice(lambda: THREATS, "threat", "threat"), default=None,
+              help="Threat model: Linf (PGD + FGSM) or L2 (PGD-L2 + FGM, AutoAttack L2) "
+              "[default: the run's, else Linf].")  # fmt: skip
+@click.option("--eps", type=Fraction(0.0, float("inf")), default=None,
+              help="Budget in the threat model's norm, e.g. 8/255 (L∞) or 0.5 (L2) [default: the "
+              "run's, else the dataset's].")  # fmt: skip
 @click.option("--steps", type=Int(1), default=None,
               help="PGD steps [default: the run's, else 20].")  # fmt: skip
-@click.option("--step-size", type=Fraction(), default=None,
+@click.option("--step-size", type=Fraction(0.0, float("inf")), default=None,
               help="PGD step [default: the run's, else eps/4].")  # fmt: skip
 @click.option("--restarts", type=Int(1), default=None,
               help="PGD restarts [default: the run's, else 1].")  # fmt: skip
@@ -96,7 +100,9 @@ def evaluate_command(
         click.echo(json.dumps(result, indent=2))
         return
     proto = result["protocol"]
-    cols = ["clean %", "FGSM %", f"PGD-{proto['pgd_steps']} %"]
+    l2 = proto["threat_model"] == "L2"
+    cols = ["clean %", "FGM %" if l2 else "FGSM %",
+            f"PGD-{proto['pgd_steps']}{'-L2' if l2 else ''} %"]  # fmt: skip
     vals = [result["clean_acc"], result["fgsm_acc"], result["pgd_acc"]]
     for name, acc in (result.get("attacks") or {}).items():
         cols.append(f"{name} %")

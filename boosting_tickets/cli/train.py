@@ -126,9 +126,11 @@ def print_run_summary(result: Any) -> None:
         if (r := result.test.get(name))
     ]
     proto = result.test["best"]["protocol"]
+    norm = proto.get("threat_model", "Linf")
+    pgd = f"PGD-{proto['pgd_steps']}" + ("-L2" if norm == "L2" else "")
     click.echo(
-        f"test set, eps {proto['eps']:.4g}, PGD-{proto['pgd_steps']} step "
-        f"{proto['step_size']:.4g}, BN {proto['bn_mode']}:"
+        f"test set, {norm} eps {proto['eps']:.4g}, {pgd} step {proto['step_size']:.4g}, "
+        f"BN {proto['bn_mode']}:"
     )
-    headers = ["model", "epoch", "clean %", "FGSM %", f"PGD-{proto['pgd_steps']} %", "n"]
+    headers = ["model", "epoch", "clean %", "FGM %" if norm == "L2" else "FGSM %", f"{pgd} %", "n"]
     click.echo(markdown_table(headers, rows))

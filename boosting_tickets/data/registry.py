@@ -87,6 +87,8 @@ class DatasetSpec:
         fix_hint: how to install or fetch the files (shown when they are missing).
         default_eps: the customary L∞ budget on this dataset (8/255 on natural colour images, Madry
             et al. 2018; 0.1 on Fashion-MNIST; 0.3 on MNIST).
+        default_eps_l2: the customary L2 budget, where a source fixes one (CIFAR-10: 0.5,
+            RobustBench's L2 leaderboard); None: an L2 run must give its eps.
         loader: ``loader(spec, data_dir, allow_download) -> Raw``; never downloads unless allowed.
         locate: ``locate(spec, data_dir) -> (found, location, missing)``, for ``doctor``.
         note: why the defaults are what they are (shown by ``doctor``).
@@ -117,6 +119,19 @@ class DatasetSpec:
     file_name: str = ""
     view_of: str = ""
     classes: tuple[int, ...] = ()
+    default_eps_l2: float | None = None
+
+    def eps_for(self, norm: str) -> float:
+        """The default budget under threat model ``norm`` (``Linf`` or ``L2``); an L2 budget
+        nobody has fixed for this dataset is a one-line UserError naming the flags."""
+        if norm != "L2":
+            return self.default_eps
+        if self.default_eps_l2 is None:
+            raise UserError(
+                f"{self.name} has no customary L2 eps; pass one (--eval-eps / --train-eps, or "
+                "--eps to evaluate), e.g. 0.5 as on CIFAR-10"
+            )
+        return self.default_eps_l2
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -213,6 +228,7 @@ def class_view(
         file_name=base.file_name,
         view_of=base.name,
         classes=classes,
+        default_eps_l2=base.default_eps_l2,
     )
 
 
@@ -264,6 +280,7 @@ def builtin_datasets() -> tuple[DatasetSpec, ...]:
                     note=d.get("note", ""),
                     official_val=d.get("official_val", 0),
                     file_name=d.get("file_name", ""),
+                    default_eps_l2=d.get("default_eps_l2"),
                 )
             )
     except (OSError, ValueError, KeyError, TypeError, StopIteration) as exc:

@@ -49,10 +49,22 @@ def _seeds_cell(g: Group) -> str:
     return fmt_cell(_n_seeds(g))
 
 
+def _l2(groups: Sequence[Group]) -> bool:
+    """True when every measured group is under the L2 threat model (PGD-L2 + FGM)."""
+    norms = {g.protocol.get("threat_model", "Linf") for g in groups if g.measured}
+    return norms == {"L2"}
+
+
 def pgd_name(groups: Sequence[Group]) -> str:
-    """'PGD-k' when every measured group used k steps, else 'PGD'."""
+    """'PGD-k' when every measured group used k steps, else 'PGD' ('PGD-k-L2' under L2)."""
     steps = {g.protocol.get("pgd_steps") for g in groups if g.measured}
-    return f"PGD-{steps.pop()}" if len(steps) == 1 and None not in steps else "PGD"
+    name = f"PGD-{steps.pop()}" if len(steps) == 1 and None not in steps else "PGD"
+    return name + ("-L2" if _l2(groups) else "")
+
+
+def single_step_name(groups: Sequence[Group]) -> str:
+    """The protocol's single-step attack: 'FGSM' (L∞) or 'FGM' (L2)."""
+    return "FGM" if _l2(groups) else "FGSM"
 
 
 def summary_table(groups: Sequence[Group], *, mixed: bool) -> Table:
@@ -60,7 +72,8 @@ def summary_table(groups: Sequence[Group], *, mixed: bool) -> Table:
     pgd = pgd_name(groups)
     has_aa = any(r.get("autoattack_acc") is not None for g in groups for r in g.rows)
     headers = ["suite", "arm", "description", "kind", "source", "seeds", "params", "non-zero"]
-    headers += ["clean %", "FGSM %", f"{pgd} %", f"final {pgd} %", "test n", f"{pgd} Wilson ±"]
+    headers += ["clean %", f"{single_step_name(groups)} %", f"{pgd} %", f"final {pgd} %", "test n",
+                f"{pgd} Wilson ±"]  # fmt: skip
     headers += ["AutoAttack %"] if has_aa else []
     headers += ["train s (incl. finding)"]
     headers += ["protocol"] if mixed else []

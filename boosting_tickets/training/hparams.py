@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..adversarial.spec import BN_MODES
+from ..adversarial.spec import BN_MODES, THREATS
 from ..core.config import MAX_SEED, setting
 from ..core.errors import UserError
 from ..data.registry import dataset_names, get_spec
@@ -105,10 +105,9 @@ class TrainConfig:
     )
     train_eps: float | None = setting(
         None,
-        "L∞ budget of the training attack; none = the dataset's default (8/255 CIFAR, "
-        "0.1 Fashion-MNIST, 0.3 MNIST)",
+        "budget of the training attack, in its norm (L∞ for fgsm/pgd, L2 for fgm/pgd-l2); none = "
+        "the dataset's default (L∞ 8/255 CIFAR, 0.1 Fashion-MNIST, 0.3 MNIST; L2 0.5 CIFAR-10)",
         low=0.0,
-        high=1.0,
     )
     train_steps: int = setting(10, "PGD/TRADES steps of the training attack", low=1)
     train_step_size: float | None = setting(
@@ -181,8 +180,13 @@ class TrainConfig:
 class EvalConfig:
     """Held-out evaluation every epoch and test evaluation at the end (PGD-20, step eps/4)."""
 
+    threat: str = setting(
+        "Linf",
+        "threat model of the evaluation attacks: Linf (PGD + FGSM) or L2 (PGD-L2 + FGM)",
+        choices=THREATS,
+    )
     eval_eps: float | None = setting(
-        None, "L∞ budget of evaluation attacks; none = dataset default", low=0.0, high=1.0
+        None, "budget of evaluation attacks in --threat's norm; none = dataset default", low=0.0
     )
     eval_steps: int = setting(20, "PGD steps at evaluation", low=1)
     eval_step_size: float | None = setting(None, "PGD step at evaluation; none = eps/4", low=0.0)
@@ -208,21 +212,38 @@ class RunConfig:
     eval: EvalConfig = EvalConfig()
 
     def validate(self) -> None:
+        from ..adversarial.spec import check_eps
+
         self.model.validate()
         self.train.validate()
         get_spec(self.data.dataset)
+        # Resolving the budgets refuses, before any directory exists, an L2 run without an eps
+        # on a dataset that has no customary one, and an eps out of its norm's range.
+        if objectives().get(self.train.objective).attack is not None:
+            check_eps(self.train_eps, self.train_norm)
+        check_eps(self.eval_eps, self.eval.threat)
+
+    @property
+    def train_norm(self) -> str:
+        """The threat model of the training attack (``Linf`` for natural training: no attack)."""
+        attack = objectives().get(self.train.objective).attack
+        if attack is None:
+            return "Linf"
+        from ..adversarial.registry import attacks
+
+        return attacks().get(attack).norm
 
     @property
     def train_eps(self) -> float:
-        """The training budget with the dataset default filled in."""
+        """The training budget with the dataset default for the attack's norm filled in."""
         e = self.train.train_eps
-        return get_spec(self.data.dataset).default_eps if e is None else e
+        return get_spec(self.data.dataset).eps_for(self.train_norm) if e is None else e
 
     @property
     def eval_eps(self) -> float:
-        """The evaluation budget with the dataset default filled in."""
+        """The evaluation budget with the dataset default for ``eval.threat`` filled in."""
         e = self.eval.eval_eps
-        return get_spec(self.data.dataset).default_eps if e is None else e
+        return get_spec(self.data.dataset).eps_for(self.eval.threat) if e is None else e
 
 
 def train_attack_spec(cfg: RunConfig) -> AttackSpec | None:
@@ -243,6 +264,7 @@ def eval_protocol(cfg: RunConfig) -> EvalProtocol:
         random_start=ec.eval_random_start,
         bn_mode=ec.eval_bn_mode,
         seed=ec.eval_seed,
+        norm=ec.threat,
     )
 
 

@@ -7,6 +7,8 @@ Built-in objectives:
   boosting-ticket code);
 * ``fgsm-rs`` -- FGSM from a uniform random start, step 1.25·eps (Wong, Rice & Kolter 2020);
 * ``pgd`` -- cross-entropy on PGD-k inputs (Madry et al. 2018; step eps/4 by default);
+* ``fgm``, ``pgd-l2`` -- the same on L2 attacks: one L2-normalized gradient step (Miyato et al.
+  2017), or PGD-k in the L2 ball (step eps/4); ``--train-eps`` is then an L2 radius;
 * ``trades`` -- clean cross-entropy + beta · KL(clean ‖ adversarial) (Zhang et al. 2019).
 
 The cost is counted in forward-equivalent passes per training image (a backward through the whole
@@ -109,6 +111,22 @@ BUILTIN_OBJECTIVES: tuple[ObjectiveEntry, ...] = (
         "pgd",
         "PGD-k adversarial training (Madry et al. 2018)",
         "pgd",
+        True,
+        lambda tc: 2.0 * tc.train_steps + 3.0,
+        _adversarial,
+    ),
+    ObjectiveEntry(
+        "fgm",
+        "L2 FGM training (Miyato et al. 2017): one L2-normalized gradient step of eps",
+        "fgm",
+        False,
+        lambda tc: 5.0,
+        _adversarial,
+    ),
+    ObjectiveEntry(
+        "pgd-l2",
+        "L2 PGD-k adversarial training (Madry et al. 2018)",
+        "pgd-l2",
         True,
         lambda tc: 2.0 * tc.train_steps + 3.0,
         _adversarial,

@@ -33,18 +33,23 @@ if TYPE_CHECKING:
     from ..adversarial.protocol import EvalProtocol
 
 
-def comparison_protocol(dataset: str, *, autoattack: bool = False) -> EvalProtocol:
+def comparison_protocol(
+    dataset: str, *, autoattack: bool = False, threat: str = "Linf"
+) -> EvalProtocol:
     """The protocol tickets are scored with, for ``dataset``: the test protocol of a default run.
 
     That is :func:`training.eval_protocol` of a default :class:`hparams.RunConfig` on ``dataset``:
     L∞ eps 8/255 on CIFAR, PGD-20 with step eps/4 and one random start, FGSM, BatchNorm in eval
     mode, seed 0 (Madry et al. 2018's protocol; the boosting-tickets paper's official code attacks
     without a random start, and with PGD-10 for VGG) -- plus AutoAttack
-    standard (Croce & Hein 2020) when ``autoattack``.
+    standard (Croce & Hein 2020) when ``autoattack``. ``threat="L2"``: the same with PGD-20-L2 and
+    FGM at the dataset's L2 eps (0.5 on CIFAR-10, RobustBench's L2 leaderboard), AutoAttack L2.
     """
-    from ..training.hparams import DataConfig, RunConfig, eval_protocol
+    from ..training.hparams import DataConfig, EvalConfig, RunConfig, eval_protocol
 
-    base = eval_protocol(RunConfig(data=DataConfig(dataset=dataset)))
+    base = eval_protocol(
+        RunConfig(data=DataConfig(dataset=dataset), eval=EvalConfig(threat=threat))
+    )
     return dataclasses.replace(base, autoattack=autoattack)
 
 
@@ -296,7 +301,7 @@ def run_comparison(
     path = Path(results_path)
     if path.is_dir():
         raise UserError(f"{path} is a directory; --out must name a results .json file")
-    protocol = comparison_protocol(cfg.dataset, autoattack=cfg.autoattack)
+    protocol = comparison_protocol(cfg.dataset, autoattack=cfg.autoattack, threat=cfg.threat)
     device = resolve_device(cfg.device)
     where = {"dataset": cfg.dataset, "threat": cfg.threat, "allow_download": cfg.allow_download}
     checked = {name: prepare_zoo_checkpoint(name, cfg.model_dir, **where) for name in cfg.models}
@@ -315,7 +320,7 @@ def run_comparison(
         ref = None if rec.get("export") else published.get(name)
         rows.append(measured_row(name, rec, ref))
         if ref is not None:
-            rows.append(published_row(ref, rec["result"]["params"]))
+            rows.append(published_row(ref, rec["result"]["params"], cfg.threat))
     record = {**protocol.record(data_record["n"]), "data": data_record}
     all_rows = merge_rows(existing["rows"] if existing else [], rows)
     unchanged = existing is not None and _comparable(existing["rows"]) == _comparable(all_rows)
@@ -329,7 +334,7 @@ def run_comparison(
             settings_hash=settings_hash,
             settings=non_default(cfg),
             data=data_record,
-            reference_source=load_reference()["source"],
+            reference_source=load_reference(cfg.threat)["source"],
         )
     return ZooComparison(path, all_rows, record, tuple(evaluated), tuple(reused), not unchanged)
 

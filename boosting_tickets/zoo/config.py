@@ -15,8 +15,8 @@ from ..core.errors import UserError
 #: Datasets of the RobustBench zoo that our harness can score (L∞ attacks on 3x32x32 images),
 #: with their number of classes.
 ZOO_DATASETS: Mapping[str, int] = MappingProxyType({"cifar10": 10, "cifar100": 100})
-#: Threat models our attacks implement.
-ZOO_THREATS: tuple[str, ...] = ("Linf",)
+#: Threat models our attacks implement (RobustBench's Linf and L2 leaderboards).
+ZOO_THREATS: tuple[str, ...] = ("Linf", "L2")
 #: Where the images of a comparison come from.
 EVAL_DATA: tuple[str, ...] = ("dataset", "synthetic")
 EXPORT_FORMAT = "boosting-tickets/robustbench-export"

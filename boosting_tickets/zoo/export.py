@@ -266,7 +266,7 @@ def _meta(exp: _Export) -> dict[str, Any]:
 
 
 # RobustBench's L-inf radius on CIFAR, as its model_info files write it.
-_ZOO_EPS = {"Linf": "8/255"}
+_ZOO_EPS = {"Linf": "8/255", "L2": "0.5"}
 
 
 def _architecture_label(arch: Mapping[str, Any]) -> str:

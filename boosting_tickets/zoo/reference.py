@@ -8,7 +8,12 @@ from typing import Any
 
 from ..core.errors import UserError
 
-REFERENCE_FILE = "reference/robustbench_cifar10_linf.json"
+#: Threat model -> the shipped RobustBench CIFAR-10 leaderboard of it.
+REFERENCE_FILES = {
+    "Linf": "reference/robustbench_cifar10_linf.json",
+    "L2": "reference/robustbench_cifar10_l2.json",
+}
+REFERENCE_FILE = REFERENCE_FILES["Linf"]
 REFERENCE_FORMAT = "boosting-tickets/reference-leaderboard"
 _REFERENCE_KEYS = (
     "name",
@@ -24,10 +29,14 @@ _REFERENCE_KEYS = (
 )
 
 
-def load_reference() -> dict[str, Any]:
-    """The shipped RobustBench leaderboard entries (percentages), checked for sane values."""
+def load_reference(threat: str = "Linf") -> dict[str, Any]:
+    """The shipped RobustBench CIFAR-10 leaderboard entries of ``threat`` (``Linf``: eps 8/255,
+    ``L2``: eps 0.5; percentages), checked for sane values."""
     from importlib import resources
 
+    from ..adversarial.spec import check_threat
+
+    REFERENCE_FILE = REFERENCE_FILES[check_threat(threat)]  # noqa: N806 - the messages' name
     try:
         text = resources.files("boosting_tickets").joinpath(REFERENCE_FILE).read_text("utf-8")
         doc = json.loads(text)
@@ -51,17 +60,18 @@ def load_reference() -> dict[str, Any]:
 
 def reference_entries(dataset: str = "cifar10", threat: str = "Linf") -> dict[str, dict[str, Any]]:
     """Name -> published entry, for the leaderboard of ``dataset``/``threat`` (else empty)."""
-    doc = load_reference()
+    doc = load_reference(threat)
     if (doc["dataset"], doc["threat_model"]) != (dataset, threat):
         return {}  # zoo names repeat across datasets ('Standard'): never attach the wrong numbers
     return {e["name"]: e for e in doc["entries"]}
 
 
-def reference_table() -> str:
-    """The leaderboard entries as a Markdown table (percentages), with the source below."""
+def reference_table(threat: str = "Linf") -> str:
+    """The leaderboard entries of ``threat`` as a Markdown table (percentages), with the source
+    below."""
     from ..report.formats import fmt_cell, markdown_table
 
-    doc = load_reference()
+    doc = load_reference(threat)
     rows = [
         [
             e["name"],
@@ -94,8 +104,11 @@ def reference_table() -> str:
     )
 
 
-def published_row(entry: Mapping[str, Any], params: int | None) -> dict[str, Any]:
-    """A results row (kind reference, source published) from a leaderboard entry (percent)."""
+def published_row(
+    entry: Mapping[str, Any], params: int | None, threat: str = "Linf"
+) -> dict[str, Any]:
+    """A results row (kind reference, source published) from a leaderboard entry (percent) of
+    the ``threat`` leaderboard."""
 
     def frac(v: float | None) -> float | None:
         return None if v is None else round(v / 100.0, 6)
@@ -117,8 +130,8 @@ def published_row(entry: Mapping[str, Any], params: int | None) -> dict[str, Any
         "n": 10000,
         "label": entry["name"],
         "note": (
-            f"published by RobustBench (AutoAttack standard, full CIFAR-10 test set, eps "
-            f"{entry['eps']}), not measured here; source {entry['source']}"
+            f"published by RobustBench (AutoAttack standard, full CIFAR-10 test set, "
+            f"{threat} eps {entry['eps']}), not measured here; source {entry['source']}"
         ),
         "extra_data": entry["extra_data"],
         "venue": entry["venue"],

@@ -100,7 +100,7 @@ def check_zoo_target(dataset: str, threat: str) -> None:
         )
     if threat not in ZOO_THREATS:
         raise UserError(
-            f"threat model '{threat}' is not supported (our attacks are L-infinity); use Linf"
+            f"threat model '{threat}' is not supported; use one of {', '.join(ZOO_THREATS)}"
         )
 
 
