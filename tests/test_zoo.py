@@ -645,3 +645,26 @@ def test_compare_config_loads_from_toml_with_cli_overrides(tmp_path):
     same = dataclasses.replace(cfg, models=("Standard",), model_dir="elsewhere", batch_size=7)
     assert config_hash(same) == config_hash(cfg)
     assert config_hash(dataclasses.replace(cfg, n_examples=51)) != config_hash(cfg)
+
+
+def test_an_l2_export_is_compared_under_the_l2_protocol(tmp_path):
+    # A WRN-28-10 of ours filed under the L2 zoo's Standard (a plain WideResNet-28-10).
+    torch.manual_seed(5)
+    model = build_model("wrn-28-10", num_classes=10, in_channels=3, mean=None, std=None)
+    arch = arch_meta("wrn-28-10", num_classes=10, in_channels=3, mean=None, std=None,
+                     dataset="cifar10")  # fmt: skip
+    save_model(tmp_path / "wrn.pt", model, arch, epoch=1)
+    models = tmp_path / "models"
+    res = zoo_export.export_checkpoint(tmp_path / "wrn.pt", models, "Standard", threat="L2")
+    assert res.zoo_name and res.path == models / "cifar10" / "L2" / "Standard.pt"
+    info = json.loads((models / "model_info" / "cifar10" / "L2" / "Standard.json").read_text())
+    assert info["eps"] == "0.5"
+    out = tmp_path / "cmp" / "results.json"
+    proc = run_cli(*COMPARE, "--threat", "L2", "--models", "Standard", "--model-dir",
+                   str(models), "--n-examples", "4", "--out", str(out))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "protocol: L2 eps 0.5, PGD-20-L2" in proc.stdout and "FGM" in proc.stdout
+    doc = json.loads(out.read_text())
+    assert doc["protocol"]["threat_model"] == "L2" and doc["protocol"]["eps"] == 0.5
+    # Our export under a zoo name is not the published model: no published row beside it.
+    assert [r["source"] for r in doc["rows"]] == ["measured"]
