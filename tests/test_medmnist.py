@@ -140,6 +140,41 @@ def test_balanced_accuracy_is_the_mean_recall_over_present_classes():
     pc = res["per_class"]
     assert pc["balanced_clean"] == pytest.approx(1 / 3) == pc["balanced_pgd"]  # ...this does not
     assert pc["clean"][3] is None and pc["support"][3] == 0
+    # Macro-F1 over the classes present: class 0 has F1 = 2·6 / (2·6 + 2) = 6/7, classes 1 and 5
+    # have 0: (6/7 + 0 + 0) / 3.
+    assert pc["macro_f1_clean"] == pytest.approx(6 / 7 / 3)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_macro_f1_matches_its_definition_class_by_class(seed):
+    from boosting_tickets.adversarial.evaluation import macro_f1
+
+    g = torch.Generator().manual_seed(seed)
+    labels, pred = torch.randint(0, 5, (40,), generator=g), torch.randint(0, 6, (40,), generator=g)
+    f1s = []
+    for c in set(labels.tolist()) | set(pred.tolist()):  # sklearn's labels: y_true ∪ y_pred
+        tp = int(((pred == c) & (labels == c)).sum())
+        precision = tp / max(int((pred == c).sum()), 1)
+        recall = tp / max(int((labels == c).sum()), 1)
+        f1s.append(0.0 if tp == 0 else 2 * precision * recall / (precision + recall))
+    assert macro_f1(labels, pred, 7) == pytest.approx(sum(f1s) / len(f1s))
+
+
+def test_the_per_class_table_shows_balanced_accuracy_macro_f1_and_every_class():
+    from boosting_tickets.report.collect import Group
+    from boosting_tickets.report.tables import per_class_table
+
+    def row(seed, bal, f1):
+        return {"seed": seed, "source": "measured", "per_class": {
+            "support": [6, 1, 1], "clean": [1.0, 0.0, bal], "pgd": [0.5, 0.0, 0.0],
+            "balanced_clean": bal, "balanced_pgd": 0.5 / 3, "macro_f1_clean": f1}}  # fmt: skip
+
+    g = Group(None, "s", "ticket", [row(0, 0.5, 0.4), row(1, 1.0, 0.6)], {"pgd_steps": 10})
+    t = per_class_table([g])
+    (cells,) = t.rows
+    assert cells[:6] == ("s", "ticket", "2", "75.0", "16.7", "0.500")
+    assert cells[6] == "100.0 / 0.0 / 75.0" and cells[7] == "50.0 / 0.0 / 0.0"
+    assert [r[6] for r in t.csv_rows] == [0, 1, 2] and t.csv_rows[0][7] == 6
 
 
 def test_the_cost_model_keeps_the_whole_training_file_when_validation_is_its_own():

@@ -52,13 +52,15 @@ def _correct_masks(
     dev: torch.device,
     bar: Callable[[range], Any],
     dist: Distributed,
-) -> dict[str, torch.Tensor]:
-    """Per-point correctness (N,) bool for 'clean', 'fgsm', 'pgd' and each extra attack."""
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Per-point correctness (N,) bool for 'clean', 'fgsm', 'pgd' and each extra attack, and the
+    clean predictions (N,) int64 (for macro-F1)."""
     n = int(labels.shape[0])
     gen = torch.Generator(device=dev)
     gen.manual_seed(protocol.seed)
     names = ["clean", "fgsm", "pgd", *protocol.attacks]
     ok = {k: torch.zeros(n, dtype=torch.bool) for k in names}
+    pred = torch.zeros(n, dtype=torch.int64)
     pgd_spec, fgsm_spec = protocol.pgd_spec(), protocol.fgsm_spec()
     extra = {a: protocol.attack_spec(a) for a in protocol.attacks}
     # In the order the attacks draw from the stream below: FGSM, PGD, the extra attacks.
@@ -79,7 +81,8 @@ def _correct_masks(
             y = labels[s : s + batch_size].to(dev)
             part = slice(s, s + len(y))
             with torch.no_grad():
-                ok["clean"][part] = (model(x).argmax(1) == y).cpu()
+                pred[part] = model(x).argmax(1).cpu()
+                ok["clean"][part] = pred[part] == y.cpu()
             if protocol.fgsm:
                 x_adv = perturb(model, x, y, fgsm_spec, generator=gen)
                 with torch.no_grad():
@@ -90,11 +93,12 @@ def _correct_masks(
     if world > 1:
         stacked = dist.sum_(torch.stack([ok[k] for k in names]).to(dev, torch.int32)).cpu()
         ok = {k: stacked[i] > 0 for i, k in enumerate(names)}
-    return ok
+        pred = dist.sum_(pred.to(dev)).cpu()  # each point is predicted on one rank, 0 elsewhere
+    return ok, pred
 
 
 def _per_class(
-    labels: torch.Tensor, ok: dict[str, torch.Tensor], k: int, fgsm: bool
+    labels: torch.Tensor, ok: dict[str, torch.Tensor], k: int, fgsm: bool, pred: torch.Tensor
 ) -> dict[str, Any]:
     lab = labels.cpu()
     support = torch.bincount(lab, minlength=k)
@@ -116,7 +120,19 @@ def _per_class(
         "pgd": pgd,
         "balanced_clean": balanced(clean),
         "balanced_pgd": balanced(pgd),
+        "macro_f1_clean": macro_f1(lab, pred.cpu(), k),
     }
+
+
+def macro_f1(labels: torch.Tensor, pred: torch.Tensor, k: int) -> float:
+    """Unweighted mean of per-class F1 = 2·TP / (2·TP + FP + FN) over the classes that occur in
+    ``labels`` or ``pred`` (scikit-learn's ``f1_score(average="macro")``). Shapes: (N,) int."""
+    tp = torch.bincount(labels[pred == labels], minlength=k).double()
+    fp = torch.bincount(pred[pred != labels], minlength=k).double()
+    fn = torch.bincount(labels[pred != labels], minlength=k).double()
+    seen = (torch.bincount(labels, minlength=k) + torch.bincount(pred, minlength=k)) > 0
+    f1 = 2 * tp / (2 * tp + fp + fn).clamp_min(1)
+    return float(f1[seen].mean())
 
 
 def evaluate(
@@ -157,7 +173,7 @@ def evaluate(
         return tqdm(starts, desc=desc, leave=False, disable=None if progress else True)
 
     dist = dist or Distributed()
-    ok = _correct_masks(model, images, labels, protocol, batch_size, dev, bar, dist)
+    ok, pred = _correct_masks(model, images, labels, protocol, batch_size, dev, bar, dist)
     out: dict[str, Any] = {
         "n": n,
         "clean_acc": ok["clean"].float().mean().item(),
@@ -177,7 +193,7 @@ def evaluate(
         out["autoattack_acc"] = dist.gather(aa)[0]
     if per_class:
         k = int(num_classes if num_classes is not None else int(labels.max().item()) + 1)
-        out["per_class"] = _per_class(labels, ok, k, protocol.fgsm)
+        out["per_class"] = _per_class(labels, ok, k, protocol.fgsm, pred)
     if per_point:
         out["per_point"] = {k: v.tolist() for k, v in ok.items() if k != "fgsm" or protocol.fgsm}
     out["flags"] = sanity_flags(out)

@@ -156,6 +156,13 @@ def _per_class_values(g: Group, key: str) -> list[float] | None:
     return [100 * sum(col) / len(col) for col in zip(*rows, strict=True)]
 
 
+def _balanced(g: Group, key: str) -> str:
+    """' (balanced 61.2%)': the mean over seeds of a balanced accuracy, for a legend."""
+    vals = [r["per_class"].get(key) for r in g.rows if isinstance(r.get("per_class"), dict)]
+    vals = [v for v in vals if isinstance(v, int | float)]
+    return f" (balanced {100 * sum(vals) / len(vals):.1f}%)" if vals else ""
+
+
 def _per_class_figure(plt: Any, gs: Sequence[Group], pgd: str) -> Any | None:
     series = [(g, _per_class_values(g, "clean"), _per_class_values(g, "pgd")) for g in gs]
     series = [s for s in series if s[1] is not None and s[2] is not None]
@@ -166,8 +173,8 @@ def _per_class_figure(plt: Any, gs: Sequence[Group], pgd: str) -> Any | None:
     width = 0.8 / len(series)
     for i, (g, clean, robust) in enumerate(series):
         xs = [c + (i - (len(series) - 1) / 2) * width for c in range(n_cls)]
-        left.bar(xs, clean, width, label=g.arm)
-        right.bar(xs, robust, width, label=g.arm)
+        left.bar(xs, clean, width, label=f"{g.arm}{_balanced(g, 'balanced_clean')}")
+        right.bar(xs, robust, width, label=f"{g.arm}{_balanced(g, 'balanced_pgd')}")
     for ax, what in ((left, "clean"), (right, pgd)):
         ax.set_xticks(range(n_cls))
         ax.set_xlabel("class")

@@ -1,8 +1,9 @@
 """The table registry: name -> builder of one results table (Markdown, CSV and LaTeX).
 
 Built in: ``summary`` (test accuracy per arm, mean ± 95% CI over seeds, params), ``convergence``
-(epochs / seconds to the target, AUC, epoch-1 accuracy) and ``paired`` (each arm minus its dense
-baseline, paired by seed). A builder takes a :class:`ReportContext` and returns a
+(epochs / seconds to the target, AUC, epoch-1 accuracy), ``paired`` (each arm minus its dense
+baseline, paired by seed), ``per_seed``, ``per_class`` (balanced accuracy, macro-F1, every class)
+and ``published``. A builder takes a :class:`ReportContext` and returns a
 :class:`formats.Table`; ``tables`` writes every registered table to ``tables/<name>.{md,csv,tex}``
 and a section of the results README. Plugins add tables by declaring ``TABLES``, a tuple of
 :class:`TableEntry`. This module imports no torch.
@@ -320,6 +321,63 @@ def per_seed_table(groups: Sequence[Group]) -> Table:
     return Table("per_seed", caption, headers, tuple(rows), tuple(csv_headers), tuple(csv_rows))
 
 
+def _class_metrics(r: dict[str, Any]) -> dict[str, Any] | None:
+    """A row's per-class record when it holds the numbers a table needs (else None)."""
+    pc = r.get("per_class")
+    if not isinstance(pc, dict):
+        return None
+    keys = ("balanced_clean", "balanced_pgd")
+    if not all(isinstance(pc.get(k), int | float) for k in keys):
+        return None
+    if not all(isinstance(pc.get(k), list) for k in ("clean", "pgd")):
+        return None
+    return pc
+
+
+def _mean_of(values: Sequence[Any]) -> float | None:
+    vals = [float(v) for v in values if isinstance(v, int | float)]
+    return sum(vals) / len(vals) if vals else None
+
+
+def per_class_table(groups: Sequence[Group]) -> Table:
+    """Per arm (mean over seeds): balanced clean and robust accuracy, clean macro-F1, and the
+    accuracy of every class (imbalanced data such as DermaMNIST: the mean hides the rare classes)."""
+    pgd = pgd_name(groups)
+    headers = ("suite", "arm", "seeds", "balanced clean %", f"balanced {pgd} %", "macro-F1 clean",
+               "clean % per class", f"{pgd} % per class")  # fmt: skip
+    csv_headers = ("suite", "arm", "seeds", "balanced_clean", "balanced_pgd", "macro_f1_clean",
+                   "class", "support", "clean_acc", "pgd_acc")  # fmt: skip
+    rows, csv_rows = [], []
+    for g in groups:
+        pcs = [pc for r in g.rows if g.measured and (pc := _class_metrics(r)) is not None]
+        if not pcs or len({len(pc["clean"]) for pc in pcs}) != 1:
+            continue
+        bal_c = _mean_of([pc["balanced_clean"] for pc in pcs])
+        bal_p = _mean_of([pc["balanced_pgd"] for pc in pcs])
+        f1 = _mean_of([pc.get("macro_f1_clean") for pc in pcs])
+        n_cls = len(pcs[0]["clean"])
+        clean = [_mean_of([pc["clean"][c] for pc in pcs]) for c in range(n_cls)]
+        robust = [_mean_of([pc["pgd"][c] for pc in pcs]) for c in range(n_cls)]
+
+        def pct(v: float | None) -> str:
+            return "–" if v is None else f"{100 * v:.1f}"
+
+        rows.append((g.suite, g.arm, str(len(pcs)), pct(bal_c), pct(bal_p),
+                     "–" if f1 is None else f"{f1:.3f}", " / ".join(map(pct, clean)),
+                     " / ".join(map(pct, robust))))  # fmt: skip
+        support = pcs[0].get("support") or [None] * n_cls
+        for c in range(n_cls):
+            csv_rows.append((g.suite, g.arm, len(pcs), bal_c, bal_p, f1, c,
+                             support[c] if c < len(support) else None, clean[c], robust[c]))  # fmt: skip
+    caption = (
+        "Per arm, mean over seeds: balanced accuracy (the mean of per-class recalls), clean "
+        "macro-F1 (the mean of per-class F1 over the classes present) and the test accuracy of "
+        "each class, 0 first, of the held-out-selected model. Robust macro-F1 is not given: the "
+        "early-exit evaluator stops at the first fooling iterate and keeps no adversarial class."
+    )
+    return Table("per_class", caption, headers, tuple(rows), csv_headers, tuple(csv_rows))
+
+
 def _median(values: Sequence[Any]) -> float | None:
     import statistics
 
@@ -355,6 +413,11 @@ BUILTIN_TABLES: tuple[TableEntry, ...] = (
         "per_seed",
         "every measured run: Wilson intervals of its test accuracies, its convergence",
         lambda ctx: per_seed_table(ctx.measured),
+    ),
+    TableEntry(
+        "per_class",
+        "per arm: balanced accuracy, clean macro-F1 and the accuracy of every class",
+        lambda ctx: per_class_table(ctx.measured),
     ),
     TableEntry(
         "published",
