@@ -118,7 +118,7 @@ CASES = [
     C("train-l2-eps-negative", T + " --threat L2 --eval-eps -1", "--eval-eps must be >= 0"),
     C("train-l2-eps-inf", T + " --threat L2 --eval-eps inf", "must be a finite number"),
     C("train-l2-no-eps", T + " --objective pgd-l2", "no customary L2 eps"),
-    C("train-linf-eps-big", T + " --eval-eps 2", "eps must lie in [0, 1]"),
+    C("train-linf-eps-big", T + " --eval-eps 2", "--eval-eps must be <= 1.0 for an L∞ budget"),
     C("evaluate-threat", E + " --threat L3", "unknown threat 'L3' for --threat"),
     C("evaluate-l2-eps", E + " --threat L2 --eps -0.5", "--eps must lie in [0, inf]"),
     C("evaluate-l2-eps-nan", E + " --threat L2 --eps nan", "--eps must lie in [0, inf]"),

@@ -23,6 +23,8 @@ sys.path.insert(0, str(BENCH))
 # The benchmarks are scripts run as files; importing them like this is what `python FILE` does.
 import _common  # noqa: E402
 import attack_speed  # noqa: E402
+import gpu_path  # noqa: E402
+import sparse_kernels  # noqa: E402
 import train_speed  # noqa: E402
 
 
@@ -202,3 +204,31 @@ def test_scripts_run_as_files_and_refuse_bad_input():
     assert res.returncode == 2, res.stdout + res.stderr
     assert res.stderr.startswith("error:") and "--batch-size" in res.stderr
     assert "Traceback" not in res.stderr and res.stderr.count("\n") == 1
+
+
+def test_sparse_kernels_checks_every_layout_against_conv2d_then_times_it(capsys):
+    args = ["--quick", "--sparsities", "0.9", "--reps", "1", "--batch", "8", "--channels", "8",
+            "--size", "6"]  # fmt: skip
+    assert _run(sparse_kernels.COMMAND, *args) == 0
+    out = capsys.readouterr().out
+    assert out.count("| 90% |") == 2 and "verdict:" in out  # forward, and forward + backward
+    # The sparse convolution is the same function as F.conv2d (else nothing would be timed).
+    torch.manual_seed(0)
+    w = torch.randn(4, 3, 3, 3) * (torch.rand(4, 3, 3, 3) > 0.8)
+    x = torch.rand(2, 3, 5, 5)
+    got = sparse_kernels._conv_as_matmul(x, w.reshape(4, -1).to_sparse_csr(), 3, 5)
+    torch.testing.assert_close(got, torch.nn.functional.conv2d(x, w, padding=1))
+    assert _run(sparse_kernels.COMMAND, "--sparsities", "1.0") == 2
+
+
+def test_gpu_path_dry_runs_on_the_cpu_and_refuses_without_a_gpu(capsys, tmp_path):
+    out_json = tmp_path / "gpu.json"
+    assert _run(gpu_path.COMMAND, "--dry-run", "--json-out", str(out_json)) == 0
+    out = capsys.readouterr().out
+    assert "DRY RUN" in out and "| fp32 |" in out and "AMP check" in out
+    assert "paper-wrn34-10 suite" in out
+    doc = json.loads(out_json.read_text())
+    assert doc["dry_run"] is True and doc["flops_per_image_step"] > 0
+    if not torch.cuda.is_available():
+        assert _run(gpu_path.COMMAND) == 2
+        assert "no CUDA device here" in capsys.readouterr().err

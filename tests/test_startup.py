@@ -91,7 +91,10 @@ def test_help_completion_and_dry_run_import_no_heavy_package(tmp_path: Path) -> 
         assert text.strip(), f"'{argv} --help' printed nothing"
     # Real types and registry choices in help, and summaries that are not cut off.
     train_help = report["help"]["train"]
-    assert "INTEGER RANGE" in train_help and "[natural|fgsm|fgsm-rs|pgd|trades]" in train_help
+    assert (
+        "INTEGER RANGE" in train_help
+        and "[natural|fgsm|fgsm-rs|pgd|fgm|pgd-l2|trades]" in train_help
+    )
     assert "Data options:" in train_help and "Training options:" in train_help
     assert "Find a boosting ticket: train from θ0, prune, rewind the survivors." in " ".join(
         report["help"][""].split()

@@ -174,7 +174,8 @@ def format_plan(suite: Suite, plan: Sequence[PlannedRun]) -> str:
             f"intended device: {suite.device}; seeds: {seeds}; {len(plan)} runs",
             f"data: {suite.run.data.dataset}, {sizes.train} train / {sizes.val} held-out / "
             f"{sizes.test} test images",
-            f"protocol: L∞ eps {proto['eps']:.4g}, PGD-{proto['pgd_steps']} step "
+            f"protocol: {'L2' if proto['threat_model'] == 'L2' else 'L∞'} eps {proto['eps']:.4g}, "
+            f"PGD-{proto['pgd_steps']}{'-L2' if proto['threat_model'] == 'L2' else ''} step "
             f"{proto['step_size']:.4g}, {proto['restarts']} restart(s), random start "
             f"{proto['random_start']}, BN {proto['bn_mode']}, {proto['n_examples']} test images; "
             f"convergence target: {suite.compare.describe()}",

@@ -212,16 +212,15 @@ class RunConfig:
     eval: EvalConfig = EvalConfig()
 
     def validate(self) -> None:
-        from ..adversarial.spec import check_eps
-
         self.model.validate()
         self.train.validate()
         get_spec(self.data.dataset)
         # Resolving the budgets refuses, before any directory exists, an L2 run without an eps
         # on a dataset that has no customary one, and an eps out of its norm's range.
         if objectives().get(self.train.objective).attack is not None:
-            check_eps(self.train_eps, self.train_norm)
-        check_eps(self.eval_eps, self.eval.threat)
+            _check_budget("--train-eps", self.train_eps, self.train_norm, "an L2 objective (fgm, "
+                          "pgd-l2)")  # fmt: skip
+        _check_budget("--eval-eps", self.eval_eps, self.eval.threat, "--threat L2")
 
     @property
     def train_norm(self) -> str:
@@ -244,6 +243,18 @@ class RunConfig:
         """The evaluation budget with the dataset default for ``eval.threat`` filled in."""
         e = self.eval.eval_eps
         return get_spec(self.data.dataset).eps_for(self.eval.threat) if e is None else e
+
+
+def _check_budget(flag: str, eps: float, norm: str, l2_hint: str) -> None:
+    """One line naming ``flag`` for a budget outside its norm's range (L∞: [0, 1])."""
+    from ..adversarial.spec import check_eps
+
+    if norm == "Linf" and eps > 1.0:
+        raise UserError(
+            f"{flag} must be <= 1.0 for an L∞ budget (inputs lie in [0, 1]), got {eps}; e.g. 8/255 "
+            f"not 8, or {l2_hint} for an L2 radius"
+        )
+    check_eps(eps, norm)
 
 
 def train_attack_spec(cfg: RunConfig) -> AttackSpec | None:
