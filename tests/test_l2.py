@@ -208,6 +208,10 @@ def test_robustbench_l2_rows_are_sourced_and_sane():
         assert e["source"].startswith("https://github.com/RobustBench/robustbench/blob/")
         assert e["source"].endswith(f"/model_info/cifar10/L2/{e['name']}.json")
         assert e["eps"] == "0.5" and 0 <= e["autoattack_acc"] <= e["clean_acc"] <= 100
+    from boosting_tickets.zoo.robustbench import zoo_models
+
+    zoo = zoo_models("cifar10", "L2")  # robustbench 1.1.1's own L2 registry
+    assert all(e["in_model_zoo"] == (e["name"] in zoo) for e in doc["entries"])
     assert zoo_reference.reference_entries("cifar10", "L2")["Standard"]["name"] == "Standard"
     assert "Rice2020Overfitting" in zoo_reference.reference_table("L2")
     row = zoo_reference.published_row(entries["Rice2020Overfitting"], None, "L2")
@@ -241,3 +245,25 @@ def test_tables_refuse_to_mix_linf_and_l2_results(tmp_path, capsys):
     code, _, err = cli_call(["tables", str(tmp_path / "res"), "--out", str(tmp_path / "t")],
                             capsys)  # fmt: skip
     assert code == 2 and "different protocols" in err and "threat_model" in err
+
+
+def test_bench_run_under_l2_is_its_own_suite_and_never_replaces_the_linf_results(tmp_path, capsys):
+    from support import tiny_suite
+
+    suite = tmp_path / "s.toml"
+    suite.write_text(tiny_suite('[[arms]]\nname = "dense"\nkind = "dense"\n'))
+    linf, l2 = tmp_path / "linf", tmp_path / "l2"
+    assert cli_call(["bench", "run", str(suite), "--out", str(linf)], capsys)[0] == 0
+    before = (linf / "results.json").read_bytes()
+    code, _, err = cli_call(["bench", "run", str(suite), "--threat", "L2", "--eps", "1.0",
+                             "--out", str(l2)], capsys)  # fmt: skip
+    assert code == 0, err
+    doc = json.loads((l2 / "results.json").read_text())
+    assert doc["suite"] == "s-L2" and doc["protocol"]["threat_model"] == "L2"
+    assert doc["protocol"]["eps"] == 1.0
+    # Into the L∞ suite's directory: refused in one line, its results untouched.
+    code, _, err = cli_call(["bench", "run", str(suite), "--threat", "L2", "--eps", "1.0",
+                             "--out", str(linf)], capsys)  # fmt: skip
+    assert code == 2 and err.count("\n") == 1 and (linf / "results.json").read_bytes() == before
+    code, _, err = cli_call(["bench", "run", str(suite), "--threat", "L2", "--dry-run"], capsys)
+    assert code == 2 and "synthetic has no customary L2 eps" in err

@@ -77,6 +77,8 @@ def worker_argv(
     threads: int,
     nproc: int = 1,
     allow_weak_stats: bool = False,
+    threat: str | None = None,
+    eps: float | None = None,
 ) -> list[str]:
     """The ``bench run`` arguments of one worker. ``--launcher here`` always: a suite whose
     ``[launch]`` table asks for workers must not make each worker launch workers of its own."""
@@ -93,6 +95,10 @@ def worker_argv(
         argv += ["--nproc", str(nproc)]
     if allow_weak_stats:
         argv += ["--allow-weak-stats"]
+    if threat is not None:
+        argv += ["--threat", threat]
+    if eps is not None:
+        argv += ["--eps", repr(eps)]
     return argv
 
 

@@ -14,10 +14,20 @@ from typing import Any
 
 import click
 
+from ..adversarial.spec import THREATS
 from ..bench.launch import LaunchConfig, worker_argv
 from ..core.errors import RunFailure, UserError
 from .common import check_creatable, console_log, set_threads
-from .options import Int, config_options, dir_option, nproc_option, out_dir_option, threads_option
+from .options import (
+    Fraction,
+    Int,
+    RegistryChoice,
+    config_options,
+    dir_option,
+    nproc_option,
+    out_dir_option,
+    threads_option,
+)
 
 _SUITE_DIR = click.option(
     "--suite-dir",
@@ -60,6 +70,19 @@ def bench() -> None:
 )
 @nproc_option
 @click.option(
+    "--threat",
+    type=RegistryChoice(lambda: THREATS, "threat", "threat"),
+    default=None,
+    help="Evaluate every arm under this threat model instead of the suite's (L2: PGD-L2 + FGM); "
+    "the suite becomes <suite>-L2, in its own output directory.",
+)
+@click.option(
+    "--eps",
+    type=Fraction(0.0, float("inf")),
+    default=None,
+    help="With --threat: the evaluation budget [default: the suite's, else the dataset's].",
+)
+@click.option(
     "--allow-weak-stats",
     is_flag=True,
     help="Run a suite whose statistics cannot give verdicts (fewer than 3 seeds, or a target "
@@ -77,6 +100,8 @@ def run_command(
     threads: int | None,
     shard: str | None,
     nproc: int | None,
+    threat: str | None,
+    eps: float | None,
     allow_weak_stats: bool,
     **launch_flags: Any,
 ) -> None:
@@ -90,6 +115,7 @@ def run_command(
     from ..bench.runner import parse_shard
 
     s = _suite(suite, suite_dirs, data_dir, device)
+    s = _with_threat(s, threat, eps)
     launch = _launch_config(s, launch_flags)
     chosen = s.seeds_for(seeds)
     weak = allow_weak_stats or s.compare.allow_weak_stats
@@ -112,6 +138,7 @@ def run_command(
     argv = worker_argv(
         suite, suite_dirs=suite_dirs, seeds=seeds, out=str(out_dir), data_dir=data_dir,
         device=device, threads=threads or 1, nproc=nproc or 1, allow_weak_stats=weak,
+        threat=threat, eps=eps,
     )  # fmt: skip
     if launch.launcher == "local":
         _run_local(s, launch, argv, out_dir, nproc)
@@ -119,6 +146,24 @@ def run_command(
         _run_array(s, launch, argv, out_dir, nproc)
     else:
         _run_here(s, chosen, out_dir, threads, static, nproc)
+
+
+def _with_threat(s: Any, threat: str | None, eps: float | None) -> Any:
+    """The suite evaluated under ``threat`` (and ``eps``): renamed ``<suite>-<threat>`` when the
+    threat model changes, so its results never land in (or replace) the original suite's."""
+    if threat is None:
+        if eps is not None:
+            raise UserError("--eps needs --threat (set the suite's own budget in [run.eval])")
+        return s
+    from ..training.hparams import RunConfig
+
+    ev = dataclasses.replace(s.run.eval, threat=threat,
+                             eval_eps=eps if eps is not None else (
+                                 s.run.eval.eval_eps if threat == s.run.eval.threat else None))  # fmt: skip
+    run: RunConfig = dataclasses.replace(s.run, eval=ev)
+    run.validate()  # an L2 budget the dataset has no default for is one line here
+    name = s.name if threat == s.run.eval.threat else f"{s.name}-{threat}"
+    return dataclasses.replace(s, run=run, name=name)
 
 
 def _suite(suite: str, suite_dirs: Sequence[str], data_dir: str | None, device: str | None) -> Any:
