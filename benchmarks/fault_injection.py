@@ -586,7 +586,7 @@ def print_report(tally: Tally, title: str, seconds: float) -> None:
         ("commands failed", tally.failed_commands, "(must be 0)"),
         ("most epochs redone after one kill (train)", tally.max_epochs_redone, "(must be <= 1)"),
         ("orphaned temp files (never read)", tally.orphaned_temp_files, ""),
-        ("claims of killed processes left (taken over on need)", tally.stale_claims, ""),
+        ("stale claims left (taken over when needed)", tally.stale_claims, ""),
         ("wall time (s)", f"{seconds:.0f}", ""),
     ]
     print(title)
