@@ -25,6 +25,7 @@ import _common  # noqa: E402
 import attack_speed  # noqa: E402
 import gpu_path  # noqa: E402
 import sparse_kernels  # noqa: E402
+import structured  # noqa: E402
 import train_speed  # noqa: E402
 
 
@@ -232,3 +233,12 @@ def test_gpu_path_dry_runs_on_the_cpu_and_refuses_without_a_gpu(capsys, tmp_path
     if not torch.cuda.is_available():
         assert _run(gpu_path.COMMAND) == 2
         assert "no CUDA device here" in capsys.readouterr().err
+
+
+def test_structured_benchmark_prints_work_and_time_ratios(capsys):
+    args = ["--quick", "--models", "wrn-10-1", "--reps", "1", "--batch", "8"]
+    assert _run(structured.COMMAND, *args) == 0
+    out = capsys.readouterr().out
+    assert "| wrn-10-1 | wrn-10-1-mid-4-8-16 | 0.2" in out and "met" in out
+    assert _run(structured.COMMAND, "--models", "small-cnn", "--quick") == 2
+    assert "needs a plain WideResNet" in capsys.readouterr().err

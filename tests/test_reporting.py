@@ -34,7 +34,7 @@ def test_tables_from_the_fixture_are_byte_identical(tmp_path):
         "README.md",
         *(
             f"tables/{t}.{ext}"
-            for t in ("summary", "convergence", "paired", "per_seed", "published")
+            for t in ("summary", "convergence", "paired", "per_seed", "per_class", "published")
             for ext in ("md", "csv", "tex")
         ),
     }

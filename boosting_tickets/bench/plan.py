@@ -52,10 +52,10 @@ class PlannedRun:
 def plan_suite(suite: Suite, seeds: Sequence[int] | None = None) -> list[PlannedRun]:
     """Expand ``suite`` into runs, seed by seed so that early seeds complete every arm first;
     within a seed dense arms come first, then tickets, then controls."""
-    order = {"dense": 0, "ticket": 1}
     out = []
     for seed in suite.seeds if seeds is None else seeds:
-        arms = sorted(suite.arms, key=lambda a: order.get(a.kind, 2))
+        arms = sorted(suite.arms, key=lambda a: 0 if a.kind == "dense" else
+                      (1 if a.kind_entry.finds else 2))  # fmt: skip
         for arm in arms:
             out.append(
                 PlannedRun(arm, seed, suite.run_config(arm, seed), suite.find_config(arm, seed))
@@ -192,6 +192,14 @@ def format_plan(suite: Suite, plan: Sequence[PlannedRun]) -> str:
             f"{gpu_rate / 1e12:.3g} TFLOP/s implied by the paper's {PAPER_DENSE_SECONDS:,.0f} s "
             "for dense WRN-34-10",
             *_published_times(suite, plan, lines),
+            *(
+                [
+                    "structured tickets are costed at the dense network's FLOPs here (their slim widths "
+                    "are known once found); their results record the work they really do"
+                ]
+                if any(not p.arm.is_control and p.arm.kind_entry.find_defaults for p in plan)
+                else []
+            ),
         ]
     )
 

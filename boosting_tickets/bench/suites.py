@@ -185,7 +185,7 @@ class Suite:
 
     def ticket_arm(self, arm: Arm) -> Arm:
         """The arm whose ticket ``arm`` retrains (itself for a ticket arm)."""
-        if arm.kind == "ticket":
+        if arm.kind_entry.finds:
             return arm
         assert arm.ticket_of is not None
         return self.arm(arm.ticket_of)
@@ -279,7 +279,7 @@ def _run_config(suite: Suite, arm: Arm, seed: int) -> RunConfig:
 
 def _find_config(suite: Suite, arm: Arm, seed: int) -> Any:
     run = _run_config(suite, arm, seed)
-    raw = merge(suite.find, arm.find)
+    raw = merge(merge(suite.find, arm.kind_entry.find_defaults), arm.find)
     train = dict(raw.get("train", {}))
     # Where and how visibly it runs follow the retraining run unless the suite says otherwise.
     train.setdefault("device", run.train.device)
@@ -320,7 +320,7 @@ def _parse_arm(raw: Any, i: int, where: str, reference: Sequence[str]) -> Arm:
     run_over = table(raw.get("run", {}), f"{aw} run")
     check_run_overrides(run_over, aw)
     find_over = table(raw.get("find", {}), f"{aw} find")
-    if find_over and kind != "ticket":
+    if find_over and not kinds.get(kind).finds:
         raise UserError(
             f"{aw} sets find overrides but is a {kind} arm; only ticket arms find tickets "
             "(a control uses its ticket_of arm's ticket)"
@@ -370,8 +370,8 @@ def _parse_arms(doc: Mapping[str, Any], where: str, reference: Sequence[str]) ->
         templates.append(arm)
     by_name = {a.name: a for a in templates}
     for a in templates:
-        if a.ticket_of is not None and by_name.get(a.ticket_of, a).kind != "ticket":
-            tickets = ", ".join(t.name for t in templates if t.kind == "ticket") or "none"
+        if a.ticket_of is not None and not by_name.get(a.ticket_of, a).kind_entry.finds:
+            tickets = ", ".join(t.name for t in templates if t.kind_entry.finds) or "none"
             raise UserError(
                 f"{where}, arm '{a.name}': ticket_of '{a.ticket_of}' is not a ticket arm of this "
                 f"suite (ticket arms: {tickets})"

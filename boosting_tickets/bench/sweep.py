@@ -81,7 +81,7 @@ def expand(templates: list[Arm], sweep: Mapping[str, Any], where: str) -> list[A
                 f"{where} [sweep]: control '{n}' is swept but its ticket arm '{arm.ticket_of}' is "
                 "not; add it to sweep.arms"
             )
-        if arm.kind == "ticket":
+        if arm.kind_entry.finds:
             for c in templates:
                 if c.ticket_of == n and c.name not in swept:
                     raise UserError(
@@ -107,7 +107,7 @@ def expand(templates: list[Arm], sweep: Mapping[str, Any], where: str) -> list[A
                 section, _, rest = key.partition(".")
                 if section == "run":
                     run = set_dotted(run, rest, value)
-                elif arm.kind == "ticket":
+                elif arm.kind_entry.finds:
                     find = set_dotted(find, rest, value)
             label_point = ", ".join(f"{k.rsplit('.', 1)[-1]} {_short(v)}" for k, v in point)
             out.append(

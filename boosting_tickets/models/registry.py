@@ -60,8 +60,19 @@ def _conv(cin: int, cout: int, k: int, h: int, stride: int = 1, pad: int | None 
 
 # --- WideResNet ---------------------------------------------------------------------------------
 
-_WRN_RE = re.compile(r"^wrn-(\d{1,7})-(\d{1,7})$")
+_WRN_RE = re.compile(r"^wrn-(\d{1,7})-(\d{1,7})(?:-mid-(\d{1,7}(?:-\d{1,7}){0,99}))?$")
 MAX_WRN_DEPTH, MAX_WRN_WIDEN = 202, 32
+
+
+def wrn_widths(widen: int) -> list[int]:
+    """Channel widths of a WRN: the stem, then the three stages (16, 16K, 32K, 64K)."""
+    return [16, 16 * widen, 32 * widen, 64 * widen]
+
+
+def wrn_block_widths(depth: int, widen: int) -> list[int]:
+    """The full inner width (conv1's output channels) of every block, in order."""
+    n = (depth - 4) // 6
+    return [w for w in wrn_widths(widen)[1:] for _ in range(n)]
 
 
 def _wrn_parse(name: str) -> Params | None:
@@ -69,6 +80,7 @@ def _wrn_parse(name: str) -> Params | None:
     if match is None:
         return None
     depth, widen = int(match.group(1)), int(match.group(2))
+    mid = None if match.group(3) is None else tuple(int(v) for v in match.group(3).split("-"))
     if depth < 10 or (depth - 4) % 6:
         raise UserError(
             f"bad WideResNet depth {depth} in {name!r}: depth must be 6n+4 >= 10 "
@@ -83,25 +95,41 @@ def _wrn_parse(name: str) -> Params | None:
             f"WideResNet {name!r} is out of bounds (depth <= {MAX_WRN_DEPTH}, widen factor <= "
             f"{MAX_WRN_WIDEN}); it cannot come from this toolkit"
         )
-    return {"depth": depth, "widen": widen}
+    if mid is not None:  # a slim WRN (a structured ticket): the inner width of every block
+        full = wrn_block_widths(depth, widen)
+        if len(mid) != len(full) or any(not 1 <= m <= f for m, f in zip(mid, full, strict=False)):
+            raise UserError(
+                f"bad slim WideResNet {name!r}: -mid- needs {len(full)} inner widths, each from 1 "
+                f"to its block's full width ({', '.join(map(str, full))})"
+            )
+        if list(mid) == full:
+            mid = None  # nothing slimmed: the plain WRN, under its plain name
+    return {"depth": depth, "widen": widen, "mid": mid}
+
+
+def _wrn_name(p: Params) -> str:
+    base = f"wrn-{p['depth']}-{p['widen']}"
+    return base if p.get("mid") is None else base + "-mid-" + "-".join(map(str, p["mid"]))
 
 
 def _wrn_build(p: Params, **common: Any) -> nn.Module:
     from .wide_resnet import WideResNet
 
-    return WideResNet(p["depth"], p["widen"], **common)
+    return WideResNet(p["depth"], p["widen"], mid_widths=p.get("mid"), **common)
 
 
 def _wrn_flops(p: Params, channels: int, size: int, num_classes: int) -> float:
     n = (p["depth"] - 4) // 6
-    widths = [16, 16 * p["widen"], 32 * p["widen"], 64 * p["widen"]]
+    widths = wrn_widths(p["widen"])
+    mids = list(p.get("mid") or wrn_block_widths(p["depth"], p["widen"]))
     total, h = _conv(channels, widths[0], 3, size)
     for stage, stride in zip(range(3), (1, 2, 2), strict=True):
         cin, cout = widths[stage], widths[stage + 1]
         for block in range(n):
             s = stride if block == 0 else 1
-            f1, h_out = _conv(cin, cout, 3, h, s)
-            f2, _ = _conv(cout, cout, 3, h_out)
+            mid = mids[stage * n + block]
+            f1, h_out = _conv(cin, mid, 3, h, s)
+            f2, _ = _conv(mid, cout, 3, h_out)
             total += f1 + f2
             if cin != cout:
                 total += _conv(cin, cout, 1, h, s, 0)[0]
@@ -182,9 +210,10 @@ def _small_flops(p: Params, channels: int, size: int, num_classes: int) -> float
 BUILTIN_FAMILIES: tuple[ModelFamily, ...] = (
     ModelFamily(
         "wrn",
-        "wrn-D-K (depth D = 6n+4 >= 10, widen factor K >= 1, e.g. wrn-16-4, wrn-34-10)",
+        "wrn-D-K (depth D = 6n+4 >= 10, widen factor K >= 1, e.g. wrn-16-4, wrn-34-10; a "
+        "structured ticket's slim WRN adds -mid- and the inner width of every block)",
         _wrn_parse,
-        lambda p: f"wrn-{p['depth']}-{p['widen']}",
+        _wrn_name,
         _wrn_build,
         _wrn_flops,
     ),

@@ -6,6 +6,7 @@ Names ``wrn-D-K``: depth D = 6n + 4 (n >= 1) and widen factor K, e.g. ``wrn-16-4
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -24,14 +25,17 @@ class _WideBasicBlock(nn.Module):
     input. Attribute names match RobustBench so state_dict keys are identical.
     """
 
-    def __init__(self, in_planes: int, out_planes: int, stride: int, dropout: float) -> None:
+    def __init__(
+        self, in_planes: int, out_planes: int, stride: int, dropout: float, mid: int | None = None
+    ) -> None:
         super().__init__()
+        mid = out_planes if mid is None else mid  # the inner width: fewer in a slim WRN
         self.bn1 = nn.BatchNorm2d(in_planes)
         self.relu1 = nn.ReLU(inplace=True)
-        self.conv1 = nn.Conv2d(in_planes, out_planes, 3, stride=stride, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_planes)
+        self.conv1 = nn.Conv2d(in_planes, mid, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(mid)
         self.relu2 = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(out_planes, out_planes, 3, stride=1, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(mid, out_planes, 3, stride=1, padding=1, bias=False)
         self.dropout = float(dropout)
         self.convShortcut: nn.Conv2d | None = None
         if in_planes != out_planes:
@@ -55,11 +59,18 @@ class _WideGroup(nn.Module):
     """A stage of ``n`` blocks; the ``layer`` attribute name matches RobustBench's NetworkBlock."""
 
     def __init__(
-        self, n: int, in_planes: int, out_planes: int, stride: int, dropout: float
+        self,
+        n: int,
+        in_planes: int,
+        out_planes: int,
+        stride: int,
+        dropout: float,
+        mids: list[int] | None = None,
     ) -> None:
         super().__init__()
-        blocks = [_WideBasicBlock(in_planes, out_planes, stride, dropout)]
-        blocks += [_WideBasicBlock(out_planes, out_planes, 1, dropout) for _ in range(n - 1)]
+        mids = [out_planes] * n if mids is None else mids
+        blocks = [_WideBasicBlock(in_planes, out_planes, stride, dropout, mids[0])]
+        blocks += [_WideBasicBlock(out_planes, out_planes, 1, dropout, m) for m in mids[1:]]
         self.layer = nn.Sequential(*blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -91,8 +102,12 @@ class WideResNet(ImageClassifier):
     adaptive to 1x1, which equals RobustBench's ``avg_pool2d(8)`` on 32x32 inputs and also
     handles 28x28 inputs (7x7 final maps).
 
+    ``mid_widths`` (one per block, in order) makes a slim WRN: each block's inner width (conv1's
+    output, bn2, conv2's input) is that many channels instead of the stage's; the residual stream
+    keeps its width. Structured tickets are such networks (``tickets.structured``).
+
     Defaults: depth 28, widen_factor 10, 10 classes, 3 input channels, no dropout, identity
-    normalization. Init: convs Kaiming-normal (fan_out, ReLU gain), BN weight 1 / bias 0,
+    normalization, full inner widths. Init: convs Kaiming-normal (fan_out, ReLU gain), BN weight 1 / bias 0,
     linear bias 0 (linear weight keeps PyTorch's default), as in RobustBench.
     """
 
@@ -102,16 +117,26 @@ class WideResNet(ImageClassifier):
         widen_factor: int = 10,
         num_classes: int = 10,
         in_channels: int = 3,
+        mid_widths: Sequence[int] | None = None,
         **common: Any,
     ) -> None:
         _check_wrn_shape(depth, widen_factor)
-        super().__init__(f"wrn-{depth}-{widen_factor}", num_classes, in_channels, **common)
         n = (depth - 4) // 6
+        mids = None if mid_widths is None else [int(m) for m in mid_widths]
+        if mids is not None and len(mids) != 3 * n:
+            raise UserError(f"mid_widths needs {3 * n} widths (one per block), got {len(mids)}")
+        name = f"wrn-{depth}-{widen_factor}" + ("" if mids is None else
+                                               "-mid-" + "-".join(map(str, mids)))  # fmt: skip
+        super().__init__(name, num_classes, in_channels, **common)
         widths = [16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
+
+        def part(g: int) -> list[int] | None:
+            return None if mids is None else mids[g * n : (g + 1) * n]
+
         self.conv1 = nn.Conv2d(in_channels, widths[0], 3, stride=1, padding=1, bias=False)
-        self.block1 = _WideGroup(n, widths[0], widths[1], 1, self.dropout_rate)
-        self.block2 = _WideGroup(n, widths[1], widths[2], 2, self.dropout_rate)
-        self.block3 = _WideGroup(n, widths[2], widths[3], 2, self.dropout_rate)
+        self.block1 = _WideGroup(n, widths[0], widths[1], 1, self.dropout_rate, part(0))
+        self.block2 = _WideGroup(n, widths[1], widths[2], 2, self.dropout_rate, part(1))
+        self.block3 = _WideGroup(n, widths[2], widths[3], 2, self.dropout_rate, part(2))
         self.bn1 = nn.BatchNorm2d(widths[3])
         self.relu = nn.ReLU(inplace=True)
         self.fc = nn.Linear(widths[3], num_classes, bias=True)

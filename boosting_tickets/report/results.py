@@ -36,11 +36,13 @@ SCHEMA_VERSION = 1
 
 
 def row_kinds() -> tuple[str, ...]:
-    """Row kinds: dense, ticket, each registered control's row kind, zoo and reference."""
+    """Row kinds: dense, ticket, structured-ticket, each registered control's row kind, zoo and
+    reference."""
     from ..tickets.controls import controls
+    from ..tickets.structured import STRUCTURED_ROW_KIND
 
     made = tuple(dict.fromkeys(c.row_kind for c in controls()))
-    return ("dense", "ticket", *made, "zoo", "reference")
+    return ("dense", "ticket", STRUCTURED_ROW_KIND, *made, "zoo", "reference")
 
 
 REQUIRED_ROW_KEYS = (

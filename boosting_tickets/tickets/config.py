@@ -14,6 +14,7 @@ from ..core.errors import UserError
 from ..training.hparams import RunConfig, TrainConfig
 from ..training.objectives import finding_objective_names
 from .criteria import criterion_names
+from .structured import CHANNEL_CRITERIA, STRUCTURES
 
 SCOPES = ("global", "layer")
 _REWIND_RE = re.compile(r"^(epoch|iter):(\d+)$")
@@ -58,6 +59,18 @@ class PruneConfig:
     mask_bn_channels: bool = setting(
         True, "mask BatchNorm weight/bias of channels whose whole filter is pruned (official code)"
     )
+    structure: str = setting(
+        "weights",
+        "weights: unstructured (a mask, the paper); channels: whole inner channels of every "
+        "WideResNet block, the slimmer network built for real (fewer FLOPs per epoch)",
+        choices=STRUCTURES,
+    )
+    channel_criterion: str = setting(
+        "l1",
+        "with --structure channels: l1 (conv1 filter norm, Li et al. 2017) or bn-scale (|γ| of "
+        "the BN after it, Liu et al. 2017)",
+        choices=tuple(CHANNEL_CRITERIA),
+    )
     rewind: str = setting(
         "init",
         "rewind point: init (θ0), epoch:K, iter:K (a whole number of epochs), or a model "
@@ -68,6 +81,11 @@ class PruneConfig:
         if not 0.0 <= self.sparsity < 1.0:
             raise UserError(
                 f"--sparsity must be in [0, 1) (the fraction of weights pruned), got {self.sparsity}"
+            )
+        if self.structure == "channels" and self.imp_rounds != 1:
+            raise UserError(
+                "--structure channels prunes once (--imp-rounds 1): the slim network has no "
+                "mask to prune further"
             )
         kind, _ = parse_rewind(self.rewind)
         if kind == "path" and not Path(self.rewind).is_file():
@@ -109,6 +127,10 @@ class FindConfig(RunConfig):
     def validate(self) -> None:
         self.run_config().validate()
         self.prune.validate()
+        if self.prune.structure == "channels":
+            from .structured import check_structured_model
+
+            check_structured_model(self.model.model)  # a plain WideResNet, else one line now
         kind, k = parse_rewind(self.prune.rewind)
         if kind == "epoch" and k >= self.train.epochs:
             raise UserError(

@@ -238,6 +238,9 @@ def _search(search: _Search, start: Any, where: RewindAt, base_mask: Mask) -> No
         rewind_state, rewind_run = _step_snapshot(snapshot, where.step, init_ckpt), None
     else:
         rewind_state, rewind_run = _rewind_point(search, where.epochs, init_ckpt["state_dict"])
+    if search.cfg.prune.structure == "channels":
+        _structured(search, level0, rewind_state, init_ckpt["arch"], rewind_run)
+        return
     mask, levels, prune_seconds = _prune_levels(search, base_mask, level0, rewind_state)
     meta = _ticket_meta(search, mask, levels, rewind_run, prune_seconds)
     if search.dist.primary:
@@ -288,6 +291,66 @@ def _rewind_point(
             f"{res.run_dir} did not start from the finding run's θ0; delete it and rerun"
         )
     return read_model_checkpoint(res.paths.final)["state_dict"], res
+
+
+def _structured(
+    search: _Search,
+    level0: RunResult,
+    rewind_state: dict[str, torch.Tensor],
+    arch: dict[str, Any],
+    rewind_run: RunResult | None,
+) -> None:
+    """A structured ticket: the inner channels the criterion keeps on the trained weights, the
+    slim network they make, θ_rewind sliced to them (``tickets.structured``)."""
+    from ..models.checkpoints import build_from_arch
+    from .structured import (
+        channel_scores,
+        select_channels,
+        slim_name,
+        slim_state,
+        structure_report,
+    )
+
+    pc, paths, spec = search.cfg.prune, search.paths, search.splits.spec
+    t0 = time.perf_counter()
+    trained = read_model_checkpoint(level0.paths.final)["state_dict"]
+    keep = select_channels(channel_scores(trained, pc.channel_criterion), pc.sparsity,
+                           pc.prune_scope)  # fmt: skip
+    slim = slim_name(search.cfg.model.model, keep)
+    state = slim_state(rewind_state, keep)
+    probe = build_from_arch({**arch, "model": slim})
+    load_state_dict_strict(probe, state, "slim rewind point")
+    mask = Mask.for_model(probe)  # all ones: what is gone is gone from the architecture
+    report = structure_report(search.cfg.model.model, slim, keep, spec.image_shape,
+                              spec.num_classes)  # fmt: skip
+    prune_seconds = time.perf_counter() - t0
+    info = {"level": 1, "criterion": pc.channel_criterion, "scope": pc.prune_scope,
+            "pruned_from": str(level0.paths.final.relative_to(paths.dir)),
+            "prune_seconds": prune_seconds, **report,
+            "kept_channels": {b: v.tolist() for b, v in keep.items()}}  # fmt: skip
+    weight_sparsity = 1.0 - report["params"]["ratio"]
+    levels: list[dict[str, Any]] = [
+        {"level": 0, "sparsity": 0.0, **_run_summary(level0, paths.dir)},
+        {"level": 1, "sparsity": weight_sparsity, "channel_sparsity": report["channel_sparsity"]},
+    ]
+    meta = _ticket_meta(search, mask, levels, rewind_run, prune_seconds)
+    meta.update(
+        report,
+        model=slim,
+        sparsity=weight_sparsity,
+        mask_sha256=mask.digest(),
+        output_layer=output_layer_name(probe),
+        channel_criterion=pc.channel_criterion,
+    )
+    if search.dist.primary:
+        atomic_write_json(paths.level_prune_record(1), info)
+        _write_ticket(search, {**arch, "model": slim}, mask, state, meta, levels, probe=probe)
+    search.dist.barrier()
+    search.say(
+        f"structured ticket: {paths.dir} ({slim}: {report['channel_sparsity']:.0%} of the inner "
+        f"channels pruned, {report['forward_flops']['ratio']:.2f}x the FLOPs, "
+        f"{report['params']['ratio']:.2f}x the parameters)"
+    )
 
 
 def _prune_levels(
@@ -429,9 +492,11 @@ def _write_ticket(
     rewind_state: dict[str, torch.Tensor],
     meta: dict[str, Any],
     levels: list[dict[str, Any]],
+    probe: Any = None,
 ) -> None:
-    """Write the ticket's files; ``ticket.json`` last, as the marker of a finished search."""
-    paths, probe = search.paths, search.probe
+    """Write the ticket's files; ``ticket.json`` last, as the marker of a finished search
+    (``probe``: the ticket's own network when it is not the searched one, a structured ticket)."""
+    paths, probe = search.paths, (search.probe if probe is None else probe)
     load_state_dict_strict(probe, rewind_state, "rewind point")
     save_model(paths.rewind, probe, arch, kind="rewind", rewind=meta["rewind"])
     mask.save(paths.mask)

@@ -84,6 +84,9 @@ def retrain_identity(
         cfg = dataclasses.replace(
             cfg, train=dataclasses.replace(cfg.train, warmup_lr=meta["find_lr"])
         )
+    if meta.get("structure") == "channels" and cfg.model.model == meta.get("base_model"):
+        # A structured ticket is its own slim architecture: the settings name it.
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, model=meta["model"]))
     extra = {"ticket": meta["hash"], "ticket_mask": meta["mask_sha256"], "control": control}
     moved = transfer_identity(meta, cfg.data.dataset, head)
     if moved is not None:
@@ -118,7 +121,10 @@ def retrain_ticket(
         log = None  # under torchrun only rank 0 speaks
     say = log or (lambda msg: None)
     found_with = t.arch["model"]
-    if validate_model_name(cfg.model.model) != found_with:
+    named = validate_model_name(cfg.model.model)
+    if t.meta.get("structure") == "channels" and named == t.meta.get("base_model"):
+        named = found_with  # the slim network the structured ticket is
+    if named != found_with:
         raise UserError(
             f"ticket {t.dir} was found with {found_with} but --model is {cfg.model.model}; "
             f"pass --model {found_with} (a mask only fits its architecture)"
