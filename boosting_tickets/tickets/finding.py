@@ -111,7 +111,7 @@ def rewind_at(run_cfg: RunConfig, kind: str, k: int, n_train: int) -> RewindAt:
     return RewindAt(epochs=k // spe) if k % spe == 0 else RewindAt(step=k)
 
 
-def _run_summary(result: RunResult, root: Path) -> dict[str, Any]:
+def run_summary(result: RunResult, root: Path) -> dict[str, Any]:
     rows = result.metrics
     return {
         "run_dir": str(result.run_dir.relative_to(root)),
@@ -239,12 +239,14 @@ def _search(search: _Search, start: Any, where: RewindAt, base_mask: Mask) -> No
     else:
         rewind_state, rewind_run = _rewind_point(search, where.epochs, init_ckpt["state_dict"])
     if search.cfg.prune.structure == "channels":
-        _structured(search, level0, rewind_state, init_ckpt["arch"], rewind_run)
+        from .structured import find_structured
+
+        find_structured(search, level0, rewind_state, init_ckpt["arch"], rewind_run)
         return
     mask, levels, prune_seconds = _prune_levels(search, base_mask, level0, rewind_state)
-    meta = _ticket_meta(search, mask, levels, rewind_run, prune_seconds)
+    meta = ticket_meta(search, mask, levels, rewind_run, prune_seconds)
     if search.dist.primary:
-        _write_ticket(search, init_ckpt["arch"], mask, rewind_state, meta, levels)
+        write_ticket(search, init_ckpt["arch"], mask, rewind_state, meta, levels)
     search.dist.barrier()
     search.say(f"ticket: {paths.dir} (sparsity {mask.sparsity():.2%})")
 
@@ -293,66 +295,6 @@ def _rewind_point(
     return read_model_checkpoint(res.paths.final)["state_dict"], res
 
 
-def _structured(
-    search: _Search,
-    level0: RunResult,
-    rewind_state: dict[str, torch.Tensor],
-    arch: dict[str, Any],
-    rewind_run: RunResult | None,
-) -> None:
-    """A structured ticket: the inner channels the criterion keeps on the trained weights, the
-    slim network they make, θ_rewind sliced to them (``tickets.structured``)."""
-    from ..models.checkpoints import build_from_arch
-    from .structured import (
-        channel_scores,
-        select_channels,
-        slim_name,
-        slim_state,
-        structure_report,
-    )
-
-    pc, paths, spec = search.cfg.prune, search.paths, search.splits.spec
-    t0 = time.perf_counter()
-    trained = read_model_checkpoint(level0.paths.final)["state_dict"]
-    keep = select_channels(channel_scores(trained, pc.channel_criterion), pc.sparsity,
-                           pc.prune_scope)  # fmt: skip
-    slim = slim_name(search.cfg.model.model, keep)
-    state = slim_state(rewind_state, keep)
-    probe = build_from_arch({**arch, "model": slim})
-    load_state_dict_strict(probe, state, "slim rewind point")
-    mask = Mask.for_model(probe)  # all ones: what is gone is gone from the architecture
-    report = structure_report(search.cfg.model.model, slim, keep, spec.image_shape,
-                              spec.num_classes)  # fmt: skip
-    prune_seconds = time.perf_counter() - t0
-    info = {"level": 1, "criterion": pc.channel_criterion, "scope": pc.prune_scope,
-            "pruned_from": str(level0.paths.final.relative_to(paths.dir)),
-            "prune_seconds": prune_seconds, **report,
-            "kept_channels": {b: v.tolist() for b, v in keep.items()}}  # fmt: skip
-    weight_sparsity = 1.0 - report["params"]["ratio"]
-    levels: list[dict[str, Any]] = [
-        {"level": 0, "sparsity": 0.0, **_run_summary(level0, paths.dir)},
-        {"level": 1, "sparsity": weight_sparsity, "channel_sparsity": report["channel_sparsity"]},
-    ]
-    meta = _ticket_meta(search, mask, levels, rewind_run, prune_seconds)
-    meta.update(
-        report,
-        model=slim,
-        sparsity=weight_sparsity,
-        mask_sha256=mask.digest(),
-        output_layer=output_layer_name(probe),
-        channel_criterion=pc.channel_criterion,
-    )
-    if search.dist.primary:
-        atomic_write_json(paths.level_prune_record(1), info)
-        _write_ticket(search, {**arch, "model": slim}, mask, state, meta, levels, probe=probe)
-    search.dist.barrier()
-    search.say(
-        f"structured ticket: {paths.dir} ({slim}: {report['channel_sparsity']:.0%} of the inner "
-        f"channels pruned, {report['forward_flops']['ratio']:.2f}x the FLOPs, "
-        f"{report['params']['ratio']:.2f}x the parameters)"
-    )
-
-
 def _prune_levels(
     search: _Search, mask: Mask, level0: RunResult, rewind_state: dict[str, torch.Tensor]
 ) -> tuple[Mask, list[dict[str, Any]], float]:
@@ -365,7 +307,7 @@ def _prune_levels(
     example = torch.rand(2, spec.channels, spec.size, spec.size, generator=torch.Generator())
     trained_path = level0.paths.final
     levels: list[dict[str, Any]] = [
-        {"level": 0, "sparsity": 0.0, **_run_summary(level0, search.paths.dir)}
+        {"level": 0, "sparsity": 0.0, **run_summary(level0, search.paths.dir)}
     ]
     prune_seconds = 0.0
     for level in range(1, pc.imp_rounds + 1):
@@ -381,7 +323,7 @@ def _prune_levels(
                 init_state=rewind_state,
                 extra={"ticket": search.digest, "level": level, "mask": mask.digest()},
             )
-            entry.update(_run_summary(res, search.paths.dir))
+            entry.update(run_summary(res, search.paths.dir))
             trained_path = res.paths.final
         levels.append(entry)
     return mask, levels, prune_seconds
@@ -434,7 +376,7 @@ def _prune_level(
     return new, info
 
 
-def _ticket_meta(
+def ticket_meta(
     search: _Search,
     mask: Mask,
     levels: list[dict[str, Any]],
@@ -468,7 +410,7 @@ def _ticket_meta(
         "output_layer": output_layer_name(search.probe),
         "mask_sha256": mask.digest(),
         "levels": levels,
-        "rewind_run": _run_summary(rewind_run, search.paths.dir) if rewind_run else None,
+        "rewind_run": run_summary(rewind_run, search.paths.dir) if rewind_run else None,
         "find_train_seconds": sum(r.train_seconds for r in runs),
         "find_work_flops": sum(_run_work(r) for r in runs),
         "find_wall_seconds": wall + prune_seconds,
@@ -485,7 +427,7 @@ def _run_work(run: Any) -> float:
     return float(run.metrics[-1].get("cum_work_flops", 0.0)) if run.metrics else 0.0
 
 
-def _write_ticket(
+def write_ticket(
     search: _Search,
     arch: dict[str, Any],
     mask: Mask,

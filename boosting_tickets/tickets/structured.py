@@ -155,3 +155,63 @@ def structure_report(
         "forward_flops": {"full": full, "slim": slimmed, "ratio": slimmed / full},
         "params": {"full": params[0], "slim": params[1], "ratio": params[1] / params[0]},
     }
+
+
+def find_structured(
+    search: Any,
+    level0: Any,
+    rewind_state: dict[str, torch.Tensor],
+    arch: dict[str, Any],
+    rewind_run: Any,
+) -> None:
+    """The end of a ``--structure channels`` search (``finding.find_ticket``, after the level-0
+    run): the inner channels the criterion keeps on the trained weights, the slim network they
+    make, θ_rewind sliced to them, and the ticket's files."""
+    import time
+
+    from ..core.storage import atomic_write_json
+    from ..models.checkpoints import build_from_arch, load_state_dict_strict, read_model_checkpoint
+    from ..models.masks import Mask
+    from .finding import run_summary, ticket_meta, write_ticket
+    from .pruning import output_layer_name
+
+    pc, paths, spec = search.cfg.prune, search.paths, search.splits.spec
+    t0 = time.perf_counter()
+    trained = read_model_checkpoint(level0.paths.final)["state_dict"]
+    keep = select_channels(channel_scores(trained, pc.channel_criterion), pc.sparsity,
+                           pc.prune_scope)  # fmt: skip
+    slim = slim_name(search.cfg.model.model, keep)
+    state = slim_state(rewind_state, keep)
+    probe = build_from_arch({**arch, "model": slim})
+    load_state_dict_strict(probe, state, "slim rewind point")
+    mask = Mask.for_model(probe)  # all ones: what is gone is gone from the architecture
+    report = structure_report(search.cfg.model.model, slim, keep, spec.image_shape,
+                              spec.num_classes)  # fmt: skip
+    prune_seconds = time.perf_counter() - t0
+    info = {"level": 1, "criterion": pc.channel_criterion, "scope": pc.prune_scope,
+            "pruned_from": str(level0.paths.final.relative_to(paths.dir)),
+            "prune_seconds": prune_seconds, **report,
+            "kept_channels": {b: v.tolist() for b, v in keep.items()}}  # fmt: skip
+    weight_sparsity = 1.0 - report["params"]["ratio"]
+    levels: list[dict[str, Any]] = [
+        {"level": 0, "sparsity": 0.0, **run_summary(level0, paths.dir)},
+        {"level": 1, "sparsity": weight_sparsity, "channel_sparsity": report["channel_sparsity"]},
+    ]
+    meta = ticket_meta(search, mask, levels, rewind_run, prune_seconds)
+    meta.update(
+        report,
+        model=slim,
+        sparsity=weight_sparsity,
+        mask_sha256=mask.digest(),
+        output_layer=output_layer_name(probe),
+        channel_criterion=pc.channel_criterion,
+    )
+    if search.dist.primary:
+        atomic_write_json(paths.level_prune_record(1), info)
+        write_ticket(search, {**arch, "model": slim}, mask, state, meta, levels, probe=probe)
+    search.dist.barrier()
+    search.say(
+        f"structured ticket: {paths.dir} ({slim}: {report['channel_sparsity']:.0%} of the inner "
+        f"channels pruned, {report['forward_flops']['ratio']:.2f}x the FLOPs, "
+        f"{report['params']['ratio']:.2f}x the parameters)"
+    )
