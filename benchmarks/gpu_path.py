@@ -179,7 +179,8 @@ def main(cfg: GpuConfig) -> None:
         rates[name] = ips
         tf = ips * per_image / 1e12
         share = "–" if peak is None else f"{100 * tf / peak:.1f}%"
-        print(f"| {name} | {ips:.1f} | {tf:.2f} | {share} |")
+        label = name if device.type == "cuda" or not amp else f"{name} (no bf16 on the CPU: fp32)"
+        print(f"| {label} | {ips:.1f} | {tf:.2f} | {share} |")
     best = max(rates, key=rates.get)  # type: ignore[arg-type]
     fp32_acc, bf16_acc = _amp_accuracy(cfg, device)
     gap = 100 * abs(fp32_acc - bf16_acc)
