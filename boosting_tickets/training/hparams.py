@@ -149,7 +149,18 @@ class TrainConfig:
     )
     device: str = setting("auto", "torch device: auto, cpu, cuda, cuda:N", hashed=False)
     amp: bool = setting(False, "bf16 autocast on CUDA (ignored on the CPU)")
-    channels_last: bool = setting(False, "channels_last memory format (GPU speed-up)")
+    channels_last: bool | None = setting(
+        None,
+        "channels_last memory format; none = the measured choice for the device and model family "
+        "(training/kernels.json: on for WideResNets on the CPU)",
+        hashed=False,
+    )
+    compile: bool | None = setting(
+        None,
+        "torch.compile the model for the training step; none = the measured choice (off where "
+        "not measured faster)",
+        hashed=False,
+    )
     progress: bool = setting(True, "show progress bars", hashed=False)
     sync_bn: bool = setting(
         False,

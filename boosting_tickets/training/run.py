@@ -50,6 +50,7 @@ from .callbacks import (
 )
 from .directories import check_hparams, claimed, create_claimed
 from .hparams import RunConfig, eval_protocol, train_attack_spec
+from .kernels import KernelChoice, choose, recorded
 from .loop import Callback, TrainState, fit
 from .noise import run_generators
 from .objectives import objectives
@@ -228,6 +229,7 @@ class _Context:
     device: torch.device
     dist: Distributed
     say: Callable[[str], None]
+    kernels: KernelChoice = KernelChoice()
 
 
 def train(
@@ -282,7 +284,11 @@ def train(
     splits = cfg.data.load() if splits is None else splits
     if len(splits.train.labels) == 0:
         raise UserError("the training split is empty; raise --train-subset or lower --val-size")
-    ctx = _Context(cfg, paths, splits, record, device, dist, say)
+    kernels = _kernels(paths, cfg, device)
+    if not paths.hparams.exists():
+        record["details"] = {**record.get("details", {}), "kernels": kernels.record()}
+    say(kernels.describe())
+    ctx = _Context(cfg, paths, splits, record, device, dist, say, kernels)
     with claimed(paths.dir, f"training {paths.dir.name}", dist, wait):
         done = finished_result(paths)  # another process may have finished it while we waited
         if done is not None:
@@ -291,6 +297,18 @@ def train(
         create_claimed(paths.dir, paths.hparams, record, dist, "run directory")
         result = _run(ctx, mask, init_state, callbacks)
     return result
+
+
+def _kernels(paths: RunPaths, cfg: RunConfig, device: torch.device) -> KernelChoice:
+    """The run's kernels: those its directory recorded (a resumed run keeps them), else chosen
+    now for the device and model by the flags and the measured table (``training.kernels``)."""
+    if paths.hparams.exists():
+        details = read_json(paths.hparams, what="hparams file").get("details")
+        return recorded(
+            details if isinstance(details, dict) else None, bool(cfg.train.channels_last)
+        )
+    return choose(device.type, cfg.model.model, channels_last=cfg.train.channels_last,
+                  compile=cfg.train.compile)  # fmt: skip
 
 
 def _run(
@@ -311,7 +329,7 @@ def _run(
         from .sync_bn import convert
 
         convert(model)
-    if tc.channels_last:
+    if ctx.kernels.channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(
         model.parameters(), lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay
@@ -363,6 +381,10 @@ def _batches_and_step(
     update = masked_step(optimizer, model, dev_mask)
     params = [p for p in model.parameters() if p.requires_grad]
     global_size = {"n": 0}
+    channels_last = ctx.kernels.channels_last
+    # The step's forward passes (attack and update) through the compiled module; the weights,
+    # checkpoints and evaluation are the plain module's (the same parameters).
+    fast = torch.compile(model, dynamic=True) if ctx.kernels.compile else model
 
     def batches(epoch: int) -> Any:
         loader = BatchLoader(splits.train.images, splits.train.labels, batch_size=cfg.data.batch_size,
@@ -372,14 +394,14 @@ def _batches_and_step(
             global_size["n"] = len(y)
             part = dist.shard(len(y))
             x, y = x[part], y[part]
-            yield (x.contiguous(memory_format=torch.channels_last) if tc.channels_last else x), y
+            yield (x.contiguous(memory_format=torch.channels_last) if channels_last else x), y
 
     weights = (
         class_weights(splits.train.labels, spec.num_classes, device) if tc.class_weighted else None
     )
 
     def step(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        loss, logits = objective.loss(model, x, y, cfg=cfg, attack=attack, generator=gens["attack"],
+        loss, logits = objective.loss(fast, x, y, cfg=cfg, attack=attack, generator=gens["attack"],
                                       use_amp=use_amp, class_weights=weights)  # fmt: skip
         optimizer.zero_grad(set_to_none=True)
         if dist.active:
