@@ -110,3 +110,14 @@ def test_evaluate_uses_the_runs_kernels_and_equals_its_test_evaluation(tmp_path,
     assert (doc["clean_acc"], doc["pgd_acc"]) == (best["clean_acc"], best["pgd_acc"])
     code, out, _ = cli_call(["evaluate", str(res.run_dir), "--json", "--no-channels-last"], capsys)
     assert code == 0 and json.loads(out)["kernels"]["channels_last"] is False
+
+
+def test_bench_rows_carry_the_kernels_of_their_runs(tmp_path, capsys):
+    from support import tiny_suite
+
+    suite = tmp_path / "s.toml"
+    suite.write_text(tiny_suite('[[arms]]\nname = "dense"\nkind = "dense"\n'))
+    code, _, err = cli_call(["bench", "run", str(suite), "--out", str(tmp_path / "b")], capsys)
+    assert code == 0, err
+    (row,) = json.loads((tmp_path / "b" / "results.json").read_text())["rows"]
+    assert row["kernels"]["channels_last"] is True  # wrn-10-1 on the CPU, by the measured table

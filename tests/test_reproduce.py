@@ -42,7 +42,7 @@ def test_the_committed_dense_seed_0_run_of_quick_reproduces_on_head(tmp_path):
     pr = next(p for p in plan_suite(suite, [0]) if p.arm.name == "dense")
     data = dataclasses.replace(pr.run.data, data_dir=str(REPO / "data"))
     # With the kernels the committed runs used: results are bitwise only under the same ones.
-    kernels = env.get("kernels") or {"channels_last": False, "compile": False}
+    kernels = row.get("kernels") or {"channels_last": False, "compile": False}
     cfg = dataclasses.replace(
         pr.run, data=data,
         train=dataclasses.replace(pr.run.train, progress=False,
