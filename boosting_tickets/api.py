@@ -191,13 +191,10 @@ def evaluate_checkpoint(
     protocol argument left None takes the run's value, else the standard one (the dataset's eps,
     PGD-20, step eps/4, 1 random restart, BN eval, seed 0). ``threat`` ``"L2"`` measures PGD-L2 and
     FGM (and AutoAttack L2) at the L2 ``eps`` (default: the dataset's, CIFAR-10 0.5) instead of
-    the run's L∞ attacks. ``channels_last``: the memory format (None: the run's recorded choice
-    for a checkpoint of a run, else the measured one, ``training.kernels``). Returns the
-    evaluation dict with the
+    the run's L∞ attacks. ``channels_last``: None = the run's kernels, else the measured choice.
+    Returns the evaluation dict with the
     checkpoint, dataset, split, architecture and environment recorded."""
     import dataclasses
-
-    import torch
 
     from .adversarial.evaluation import evaluate
     from .core.environment import environment_info, resolve_device
@@ -214,9 +211,7 @@ def evaluate_checkpoint(
         raise UserError(f"{path} does not name its dataset; pass --dataset")
     spec = get_spec(name)
     run = _run_config(path)
-    kernels = _eval_kernels(path, run, ckpt["arch"]["model"], dev, channels_last)
-    if kernels.channels_last:
-        model.to(memory_format=torch.channels_last)
+    kernels = _eval_kernels(model, path, run, ckpt["arch"]["model"], dev, channels_last)
     given = {"eps": eps, "pgd_steps": steps, "step_size": step_size, "restarts": restarts,
              "random_start": random_start, "bn_mode": bn_mode, "seed": seed,
              "norm": threat}  # fmt: skip
@@ -248,9 +243,14 @@ def evaluate_checkpoint(
     return result
 
 
-def _eval_kernels(path: Path, run: Any, model: str, dev: Any, channels_last: bool | None) -> Any:
-    """The evaluation's kernels: the flag, else those the checkpoint's run recorded (so that the
-    result equals its test_eval.json), else the measured choice for the model on ``dev``."""
+def _eval_kernels(
+    model: nn.Module, path: Path, run: Any, name: str, dev: Any, channels_last: bool | None
+) -> Any:
+    """The evaluation's kernels, applied to ``model``: the flag, else those the checkpoint's run
+    recorded (so that the result equals its test_eval.json), else the measured choice for the
+    model ``name`` on ``dev`` (``training.kernels``). Evaluation is never compiled."""
+    import torch
+
     from .core.storage import read_json
     from .training.kernels import KernelChoice, choose, recorded
 
@@ -258,6 +258,10 @@ def _eval_kernels(path: Path, run: Any, model: str, dev: Any, channels_last: boo
         details = read_json(RunPaths(path.parent).hparams, what="hparams file").get("details")
         rec = recorded(details if isinstance(details, dict) else None,
                        bool(run.train.channels_last))  # fmt: skip
-        return KernelChoice(rec.channels_last, False, f"the run's: {rec.source}")
-    chosen = choose(dev.type, model, channels_last=channels_last, compile=None)
-    return KernelChoice(chosen.channels_last, False, chosen.source)  # evaluation is never compiled
+        kernels = KernelChoice(rec.channels_last, False, f"the run's: {rec.source}")
+    else:
+        chosen = choose(dev.type, name, channels_last=channels_last, compile=None)
+        kernels = KernelChoice(chosen.channels_last, False, chosen.source)
+    if kernels.channels_last:
+        model.to(memory_format=torch.channels_last)
+    return kernels
