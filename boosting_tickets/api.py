@@ -251,13 +251,10 @@ def _eval_kernels(
     model ``name`` on ``dev`` (``training.kernels``). Evaluation is never compiled."""
     import torch
 
-    from .core.storage import read_json
-    from .training.kernels import KernelChoice, choose, recorded
+    from .training.kernels import KernelChoice, choose, recorded, recorded_record
 
     if channels_last is None and run is not None:
-        details = read_json(RunPaths(path.parent).hparams, what="hparams file").get("details")
-        rec = recorded(details if isinstance(details, dict) else None,
-                       bool(run.train.channels_last))  # fmt: skip
+        rec = recorded(recorded_record(path.parent), bool(run.train.channels_last))
         kernels = KernelChoice(rec.channels_last, False, f"the run's: {rec.source}")
     else:
         chosen = choose(dev.type, name, channels_last=channels_last, compile=None)

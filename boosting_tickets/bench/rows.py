@@ -14,6 +14,7 @@ from ..data.registry import get_spec
 from ..report.results import write_results
 from ..report.targets import chance_floor, with_convergence
 from ..training.hparams import held_out_size, train_attack_spec
+from ..training.kernels import recorded_record
 from ..training.work import WORK_KEYS, rows_with_work
 from .plan import suite_protocol
 from .suites import Suite
@@ -99,7 +100,7 @@ def build_rows(
             "per_class": _per_class(best),
             "eps_curve": _eps_points(Path(res.run_dir)),
             "curve": [{k: r.get(k) for k in CURVE_KEYS} for r in curve],
-            "kernels": _kernels_of(Path(res.run_dir)),
+            "kernels": recorded_record(res.run_dir),
             "run_dir": _rel(Path(res.run_dir), out),
             "ticket_dir": None if o.ticket_dir is None else _rel(o.ticket_dir, out),
         }
@@ -139,16 +140,6 @@ def _eps_points(run_dir: Path) -> list[dict[str, Any]] | None:
 def _per_class(best: Mapping[str, Any]) -> Any:
     """Per-class test accuracies of the selected model (as the evaluation wrote them)."""
     return best.get("per_class")
-
-
-def _kernels_of(run_dir: Path) -> dict[str, Any] | None:
-    """The kernels a run recorded in its hparams.json (None for a run from before the record)."""
-    from ..core.paths import RunPaths
-    from ..core.storage import read_json
-
-    details = read_json(RunPaths(run_dir).hparams, what="hparams file").get("details")
-    kernels = details.get("kernels") if isinstance(details, dict) else None
-    return dict(kernels) if isinstance(kernels, dict) else None
 
 
 def _rel(path: Path, root: Path) -> str:

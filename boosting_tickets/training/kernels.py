@@ -87,10 +87,23 @@ def choose(
     return KernelChoice(values["channels_last"], values["compile"], source)
 
 
-def recorded(details: Mapping[str, Any] | None, legacy_channels_last: bool) -> KernelChoice:
-    """The choice a run directory recorded (``hparams.json`` details), or for a run created before
-    choices were recorded, what it then used: its channels_last setting, no compile."""
-    rec = (details or {}).get("kernels")
+def recorded_record(run_dir: Any) -> dict[str, Any] | None:
+    """The ``details.kernels`` record of run directory ``run_dir``'s hparams.json (None when the
+    run predates the record, or has no hparams.json)."""
+    from ..core.paths import RunPaths
+    from ..core.storage import read_json
+
+    path = RunPaths(run_dir).hparams
+    if not path.is_file():
+        return None
+    details = read_json(path, what="hparams file").get("details")
+    rec = details.get("kernels") if isinstance(details, Mapping) else None
+    return dict(rec) if isinstance(rec, Mapping) else None
+
+
+def recorded(rec: Mapping[str, Any] | None, legacy_channels_last: bool) -> KernelChoice:
+    """The choice a run recorded (:func:`recorded_record`), or for a run created before choices
+    were recorded, what it then used: its channels_last setting, no compile."""
     if isinstance(rec, Mapping) and isinstance(rec.get("channels_last"), bool):
         return KernelChoice(rec["channels_last"], bool(rec.get("compile")), str(rec.get("source")))
     return KernelChoice(bool(legacy_channels_last), False, "recorded before kernel choices")

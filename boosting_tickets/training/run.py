@@ -50,7 +50,7 @@ from .callbacks import (
 )
 from .directories import check_hparams, claimed, create_claimed
 from .hparams import RunConfig, eval_protocol, train_attack_spec
-from .kernels import KernelChoice, choose, recorded
+from .kernels import KernelChoice, choose, recorded, recorded_record
 from .loop import Callback, TrainState, fit
 from .noise import run_generators
 from .objectives import objectives
@@ -303,10 +303,7 @@ def _kernels(paths: RunPaths, cfg: RunConfig, device: torch.device) -> KernelCho
     """The run's kernels: those its directory recorded (a resumed run keeps them), else chosen
     now for the device and model by the flags and the measured table (``training.kernels``)."""
     if paths.hparams.exists():
-        details = read_json(paths.hparams, what="hparams file").get("details")
-        return recorded(
-            details if isinstance(details, dict) else None, bool(cfg.train.channels_last)
-        )
+        return recorded(recorded_record(paths.dir), bool(cfg.train.channels_last))
     return choose(device.type, cfg.model.model, channels_last=cfg.train.channels_last,
                   compile=cfg.train.compile)  # fmt: skip
 
