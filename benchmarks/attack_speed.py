@@ -12,13 +12,17 @@ format, in interleaved repetitions (ours, torchattacks, ours without early exit,
   the batch at once.
 * ``torchattacks``: ``torchattacks.PGD(model, eps, alpha, steps, random_start=True)``, then one
   forward on the adversarial images: every point gets every step.
+* ``ours-fold``: ``ours`` on the model with eval-mode BatchNorm folded into its convolutions
+  (:mod:`boosting_tickets.models.fold_bn`, what ``--fold-bn`` evaluates with), the same function
+  within float rounding at fewer passes per step;
 * ``ours-full``: our :func:`attacks.pgd` without early exit plus the same final forward (shows that
   the gain is the early exit, not a faster step).
 
 Both sides are seeded identically before every repetition, so their random starts are the same
 tensor; a point our evaluator calls robust but torchattacks fools would mean a weaker attack, and
-is counted. Targets (issue #2): ours ≥ 2× torchattacks on the PGD-trained model, ≥ 5× on the
-naturally trained one, and our robust accuracy ≤ torchattacks' + 0.5 pp.
+is counted, for ``ours`` and ``ours-fold`` alike. Targets (issue #14): ≥ 2× torchattacks on the
+PGD-trained model, ≥ 6× on the naturally trained one, and our robust accuracy ≤ torchattacks' +
+0.5 pp; the verdict is the faster of ``ours`` and ``ours-fold``.
 
 Run: ``python benchmarks/attack_speed.py [--quick] [--device cuda --amp --channels-last]``.
 """
@@ -65,10 +69,11 @@ from boosting_tickets.adversarial.steps import bn_mode
 from boosting_tickets.core.config import setting
 from boosting_tickets.core.errors import UserError
 from boosting_tickets.data.registry import get_spec
+from boosting_tickets.models.fold_bn import fold_batchnorm
 from boosting_tickets.report.formats import markdown_table
 
 #: Speed-up targets by model kind, and how much higher our robust accuracy may be (never weaker).
-TARGET_RATIO = {"natural": 5.0, "pgd": 2.0}
+TARGET_RATIO = {"natural": 6.0, "pgd": 2.0}
 ACCURACY_SLACK = 0.005
 _COUNTERS = (
     "clean_correct",
@@ -97,6 +102,7 @@ class AttackSpeedConfig(BenchConfig):
     )
     steps: int = setting(20, "PGD steps (step size eps/4, random start)", low=1)
     full_arm: bool = setting(False, "also time our pgd() without early exit (diagnostic arm)")
+    fold_arm: bool = setting(True, "also time ours with eval-mode BatchNorm folded (ours-fold)")
     checkpoints: tuple[str, ...] = setting(
         (),
         "NAME=PATH,... model checkpoints to use instead of the cached reference models; "
@@ -154,12 +160,12 @@ def _arms(
         with torch.no_grad(), _autocast(device, dtype):
             return model(x_adv).argmax(1) == yb
 
-    def ours(part: list[slice]) -> Measurement:
+    def ours(part: list[slice], net: nn.Module = model) -> Measurement:
         def go() -> tuple[torch.Tensor, dict[str, int]]:
             robust: list[torch.Tensor] = []
             totals: dict[str, Any] = {"fooled_at": [0] * (spec.steps + 1)}
             for b in part:
-                r, st = robust_correct_with_stats(model, x[b], y[b], spec, autocast_dtype=dtype)
+                r, st = robust_correct_with_stats(net, x[b], y[b], spec, autocast_dtype=dtype)
                 robust.append(r)
                 for k in _COUNTERS:
                     totals[k] = totals.get(k, 0) + st[k]
@@ -209,6 +215,12 @@ def _arms(
         return Arm(name, lambda: fn(batches), warmup=lambda: fn(warm))
 
     arms = [arm("ours", ours), arm("torchattacks", theirs)]
+    if cfg.fold_arm:
+        folded = fold_batchnorm(model)
+        if folded.active:
+            arms.append(arm("ours-fold", lambda part: ours(part, folded)))
+        else:
+            print(f"ours-fold: not timed, {folded.reason}")
     if cfg.full_arm:
         arms.append(arm("ours-full", ours_full))
     return arms
@@ -247,6 +259,9 @@ def benchmark_model(
     # Our attack must never be weaker: count points we call robust that torchattacks fools.
     weaker = int((ours["robust"] & ~theirs["robust"]).sum())
     ratio = paired_ratio(runs["ours"], runs["torchattacks"])
+    fold = runs.get("ours-fold")
+    fold_ratio = None if fold is None else paired_ratio(fold, runs["torchattacks"])
+    best = max(ratio, fold_ratio or 0.0)
     target = TARGET_RATIO.get(name)
     row: dict[str, Any] = {
         "model": name,
@@ -269,8 +284,21 @@ def benchmark_model(
         "ratio_text": fmt_ratio(runs["ours"], runs["torchattacks"]),
         "target_ratio": target,
         "accuracy_ok": ours_acc <= theirs_acc + ACCURACY_SLACK,
-        "ratio_ok": None if target is None else ratio >= target,
+        "ratio_best": best,
+        "ratio_ok": None if target is None else best >= target,
     }
+    if fold is not None:
+        fold_robust = fold[0].extra["robust"]
+        row.update(
+            robust_acc_ours_fold=float(fold_robust.float().mean()),
+            points_robust_for_fold_only=int((fold_robust & ~theirs["robust"]).sum()),
+            ratio_ours_fold_vs_torchattacks=fold_ratio,
+            ratio_ours_fold_text=fmt_ratio(fold, runs["torchattacks"]),
+            ratio_ours_fold_vs_ours=paired_ratio(fold, runs["ours"]),
+        )
+        row["accuracy_ok"] = row["accuracy_ok"] and (
+            row["robust_acc_ours_fold"] <= theirs_acc + ACCURACY_SLACK
+        )
     if "ours-full" in runs:
         row["robust_acc_ours_full"] = float(runs["ours-full"][0].extra["robust"].float().mean())
         row["ratio_ours_full_vs_torchattacks"] = paired_ratio(
@@ -296,6 +324,7 @@ def _print_rows(rows: list[dict[str, Any]]) -> None:
         "ours img/s",
         "torchattacks img/s",
         "ratio",
+        "ratio, BN folded",
         "target",
     ]
     table = []
@@ -312,6 +341,7 @@ def _print_rows(rows: list[dict[str, Any]]) -> None:
                 rate(r, "ours"),
                 rate(r, "torchattacks"),
                 r["ratio_text"],
+                r.get("ratio_ours_fold_text", "–"),
                 target,
             ]
         )
@@ -331,6 +361,14 @@ def _print_rows(rows: list[dict[str, Any]]) -> None:
             f"(pass counts predict {r['pass_count_ratio']:.2f}×); "
             f"fooled points fell at iterate {_fmt(r['mean_fooling_iterate'])} on average"
         )
+        if "ratio_ours_fold_vs_torchattacks" in r:
+            print(
+                f"{r['model']}: ours with BatchNorm folded: {rate(r, 'ours-fold')} img/s, "
+                f"{r['ratio_ours_fold_text']} torchattacks, "
+                f"{r['ratio_ours_fold_vs_ours']:.2f}× ours, robust "
+                f"{pct(r['robust_acc_ours_fold'])}%, points robust for it but fooled by "
+                f"torchattacks: {r['points_robust_for_fold_only']}"
+            )
         if "ratio_ours_full_vs_torchattacks" in r:
             print(
                 f"{r['model']}: our pgd() without early exit: {rate(r, 'ours-full')} img/s, "

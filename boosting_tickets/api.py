@@ -177,6 +177,7 @@ def evaluate_checkpoint(
     seed: int | None = None,
     threat: str | None = None,
     channels_last: bool | None = None,
+    fold_bn: bool | None = None,
     autoattack: bool = False,
     attacks: Sequence[str] = (),
     batch_size: int = 500,
@@ -191,15 +192,12 @@ def evaluate_checkpoint(
     protocol argument left None takes the run's value, else the standard one (the dataset's eps,
     PGD-20, step eps/4, 1 random restart, BN eval, seed 0). ``threat`` ``"L2"`` measures PGD-L2 and
     FGM (and AutoAttack L2) at the L2 ``eps`` (default: the dataset's, CIFAR-10 0.5) instead of
-    the run's L∞ attacks. ``channels_last``: None = the run's kernels, else the measured choice.
-    Returns the evaluation dict with the
-    checkpoint, dataset, split, architecture and environment recorded."""
-    import dataclasses
-
+    the run's L∞ attacks. ``channels_last``, ``fold_bn`` (eval-mode BatchNorm folded into the
+    convolutions): None = the run's kernels, else the measured choice. Returns the evaluation
+    dict with the checkpoint, dataset, split, architecture, kernels and environment recorded."""
     from .adversarial.evaluation import evaluate
     from .core.environment import environment_info, resolve_device
     from .data.registry import get_spec
-    from .data.splits import load_splits
     from .models.checkpoints import load_model as load
 
     path = Path(checkpoint)
@@ -211,20 +209,14 @@ def evaluate_checkpoint(
         raise UserError(f"{path} does not name its dataset; pass --dataset")
     spec = get_spec(name)
     run = _run_config(path)
-    kernels = _eval_kernels(model, path, run, ckpt["arch"]["model"], dev, channels_last)
+    kernels, model = _eval_kernels(
+        model, path, run, ckpt["arch"]["model"], dev, channels_last, fold_bn
+    )
     given = {"eps": eps, "pgd_steps": steps, "step_size": step_size, "restarts": restarts,
              "random_start": random_start, "bn_mode": bn_mode, "seed": seed,
              "norm": threat}  # fmt: skip
     protocol = _protocol(run, spec, given, autoattack, tuple(attacks))
-    if run is not None and dataset in (None, run.data.dataset):
-        splits = dataclasses.replace(run.data, data_dir=str(data_dir)).load()
-        if split == "val" and not len(splits.val.labels):
-            raise UserError(
-                f"the run in {path.parent} held out no validation data; use --split test"
-            )
-    else:
-        val_size, data_seed = _split_of_run(path, split)
-        splits = load_splits(name, data_dir, val_size=val_size, data_seed=data_seed)
+    splits = _eval_splits(path, run, dataset, name, data_dir, split)
     if spec.channels != ckpt["arch"]["in_channels"]:
         raise UserError(
             f"{path} expects {ckpt['arch']['in_channels']}-channel inputs but {name} has "
@@ -243,22 +235,49 @@ def evaluate_checkpoint(
     return result
 
 
-def _eval_kernels(
-    model: nn.Module, path: Path, run: Any, name: str, dev: Any, channels_last: bool | None
+def _eval_splits(
+    path: Path, run: Any, dataset: str | None, name: str, data_dir: str | Path, split: str
 ) -> Any:
-    """The evaluation's kernels, applied to ``model``: the flag, else those the checkpoint's run
-    recorded (so that the result equals its test_eval.json), else the measured choice for the
-    model ``name`` on ``dev`` (``training.kernels``). Evaluation is never compiled."""
-    import torch
+    """The data ``evaluate_checkpoint`` reads: the run's own splits when the checkpoint is a run's
+    and ``dataset`` is its own, else dataset ``name`` split as the checkpoint's run split it."""
+    import dataclasses
 
-    from .training.kernels import KernelChoice, choose, recorded, recorded_record
+    from .data.splits import load_splits
 
-    if channels_last is None and run is not None:
+    if run is not None and dataset in (None, run.data.dataset):
+        splits = dataclasses.replace(run.data, data_dir=str(data_dir)).load()
+        if split == "val" and not len(splits.val.labels):
+            raise UserError(
+                f"the run in {path.parent} held out no validation data; use --split test"
+            )
+        return splits
+    val_size, data_seed = _split_of_run(path, split)
+    return load_splits(name, data_dir, val_size=val_size, data_seed=data_seed)
+
+
+def _eval_kernels(
+    model: nn.Module,
+    path: Path,
+    run: Any,
+    name: str,
+    dev: Any,
+    channels_last: bool | None,
+    fold_bn: bool | None = None,
+) -> tuple[Any, nn.Module]:
+    """The evaluation's kernels and ``model`` prepared with them (``training.kernels.prepare``):
+    each flag given, else those the checkpoint's run recorded (so that the result equals its
+    test_eval.json), else the measured choice for the model ``name`` on ``dev``. Evaluation is
+    never compiled."""
+    from .training.kernels import KernelChoice, choose, prepare, recorded, recorded_record
+
+    chosen = choose(dev.type, name, channels_last=channels_last, compile=None, fold_bn=fold_bn)
+    if run is not None:
         rec = recorded(recorded_record(path.parent), bool(run.train.channels_last))
-        kernels = KernelChoice(rec.channels_last, False, f"the run's: {rec.source}")
+        cl = rec.channels_last if channels_last is None else channels_last
+        fold = rec.fold_bn if fold_bn is None else fold_bn
+        source = chosen.source if channels_last is not None and fold_bn is not None else (
+            f"the run's: {rec.source}")  # fmt: skip
+        kernels = KernelChoice(cl, False, source, fold)
     else:
-        chosen = choose(dev.type, name, channels_last=channels_last, compile=None)
-        kernels = KernelChoice(chosen.channels_last, False, chosen.source)
-    if kernels.channels_last:
-        model.to(memory_format=torch.channels_last)
-    return kernels
+        kernels = KernelChoice(chosen.channels_last, False, chosen.source, chosen.fold_bn)
+    return kernels, prepare(model, kernels)

@@ -154,7 +154,10 @@ def test_attack_speed_end_to_end_on_a_checkpoint(tmp_path, capsys):
     assert row["robust_acc_ours"] <= row["robust_acc_ours_full"] <= row["clean_acc"] + 1e-9
     assert 0 < row["gradient_work_fraction"] <= 1
     assert sum(row["fooled_at_iterate"]) + 24 * row["robust_acc_ours"] <= 24
-    assert set(row["images_per_s"]) == {"ours", "torchattacks", "ours-full"}
+    assert set(row["images_per_s"]) == {"ours", "torchattacks", "ours-full", "ours-fold"}
+    # BatchNorm folded: the same attack within float rounding, so never weaker either.
+    assert row["points_robust_for_fold_only"] == 0
+    assert abs(row["robust_acc_ours_fold"] - row["robust_acc_ours"]) <= 1 / 24 + 1e-9
     # The file is never overwritten without --overwrite, and the refusal is one line.
     before = out.read_bytes()
     assert _run(attack_speed.command, *args, "--json-out", str(out)) == 2
@@ -177,12 +180,15 @@ def test_train_speed_end_to_end_counts_flops(tmp_path, capsys):
     assert data["protocol"]["flops"]["forward_per_image"] == fwd
     assert data["protocol"]["flops"]["train_step_per_image"] == 5 * fwd
     rows = {r["arm"]: r for r in data["rows"]}
-    assert set(rows) == {"plain", "ours"}
+    assert set(rows) == {"plain", "ours", "ours-fold", "ours-default"}
+    # Folding BatchNorm for the attack computes the same epoch within float rounding.
+    fold, ours = rows["ours-fold"]["mean_train_loss"], rows["ours"]["mean_train_loss"]
+    assert abs(fold - ours) <= 1e-4 * ours
     for r in rows.values():
         assert r["images_per_s"] > 0 and 0 < r["peak_share"]
         assert r["mean_train_loss"] > 0
     assert rows["plain"]["ratio_vs_plain"] == 1.0
-    assert "ours ≥ 1.0× plain" in data["targets"]
+    assert "ours ≥ 1.0× plain" in data["targets"] and "ours-default ≥ 1.4× plain" in data["targets"]
 
 
 @pytest.mark.parametrize(

@@ -46,7 +46,8 @@ def test_the_committed_dense_seed_0_run_of_quick_reproduces_on_head(tmp_path):
     cfg = dataclasses.replace(
         pr.run, data=data,
         train=dataclasses.replace(pr.run.train, progress=False,
-                                  channels_last=kernels["channels_last"], compile=kernels["compile"]),
+                                  channels_last=kernels["channels_last"], compile=kernels["compile"],
+                                  fold_bn=kernels.get("fold_bn") is True),
     )  # fmt: skip
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the suite's workers ran

@@ -63,6 +63,9 @@ from .options import (
 @click.option("--channels-last/--no-channels-last", default=None,
               help="channels_last memory format [default: the run's recorded choice, else the "
               "measured one for the model on this device].")  # fmt: skip
+@click.option("--fold-bn/--no-fold-bn", default=None,
+              help="fold eval-mode BatchNorm into the convolutions (same results within float "
+              "rounding) [default: the run's recorded choice, else the measured one].")  # fmt: skip
 @click.option("--autoattack", is_flag=True, help="Also run AutoAttack (standard, pyautoattack).")
 @click.option("--batch-size", type=Int(1), default=500, show_default=True,
               help="Evaluation batch size.")  # fmt: skip

@@ -194,30 +194,24 @@ class ProgressBar(Callback):
 
 
 class HeldOutEval(Callback):
-    """Held-out clean / FGSM / PGD accuracy after every epoch (``val_*`` and ``eval_seconds``)."""
+    """Held-out clean / FGSM / PGD accuracy after every epoch (``val_*`` and ``eval_seconds``) of
+    the state's model, or of ``model`` (a view of it with the run's kernels, e.g. BN folded)."""
 
     def __init__(self, images: Any, labels: Any, protocol: Any, *, batch_size: int, device: Any,
-                 progress: bool, dist: Distributed | None = None) -> None:  # fmt: skip
+                 progress: bool, dist: Distributed | None = None, model: Any = None) -> None:  # fmt: skip
         self.images, self.labels, self.protocol = images, labels, protocol
         self.batch_size, self.device, self.progress = batch_size, device, progress
-        self.dist = dist or Distributed()
+        self.dist, self.model = dist or Distributed(), model
 
     def on_epoch_end(self, state: TrainState, row: dict[str, Any]) -> None:
         from ..adversarial.evaluation import evaluate
 
         t0 = time.perf_counter()
         if len(self.labels) > 0:
-            res = evaluate(
-                state.model,
-                self.images,
-                self.labels,
-                self.protocol,
-                batch_size=self.batch_size,
-                device=self.device,
-                progress=self.progress,
-                desc="held-out eval",
-                dist=self.dist,
-            )
+            model = state.model if self.model is None else self.model
+            res = evaluate(model, self.images, self.labels, self.protocol,
+                           batch_size=self.batch_size, device=self.device, progress=self.progress,
+                           desc="held-out eval", dist=self.dist)  # fmt: skip
             row.update(val_clean=res["clean_acc"], val_fgsm=res["fgsm_acc"], val_pgd=res["pgd_acc"])
         row["eval_seconds"] = time.perf_counter() - t0
 
@@ -458,10 +452,12 @@ def standard_callbacks(
     say: Say,
     hparams: Mapping[str, Any],
     dist: Distributed | None = None,
+    eval_model: Any = None,
 ) -> list[Callback]:
     """The callbacks every training run gets, in hook order (see the module docstring). With
     several ranks every rank evaluates its shard and saves its streams; only the primary shows
-    progress, prints and writes."""
+    progress, prints and writes. ``eval_model``: the view of the model held-out evaluation uses
+    (the run's kernels), default the model itself."""
     from .hparams import select_key
 
     tc, dist = cfg.train, dist or Distributed()
@@ -484,6 +480,7 @@ def standard_callbacks(
             device=device,
             progress=tc.progress and primary,
             dist=dist,
+            model=eval_model,
         ),  # fmt: skip
         OverfitMonitor(tc.objective in ("fgsm", "fgsm-rs"), tc.stop_on_overfit),
         ConsoleLog(say),

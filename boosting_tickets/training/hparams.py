@@ -161,6 +161,13 @@ class TrainConfig:
         "not measured faster)",
         hashed=False,
     )
+    fold_bn: bool | None = setting(
+        None,
+        "fold eval-mode BatchNorm into the convolutions for attacks crafted in BN eval mode and "
+        "for evaluation (same results within float rounding); none = the measured choice "
+        "(training/kernels.json)",
+        hashed=False,
+    )
     progress: bool = setting(True, "show progress bars", hashed=False)
     sync_bn: bool = setting(
         False,

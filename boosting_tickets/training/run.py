@@ -40,6 +40,7 @@ from ..models.checkpoints import (
     load_state_dict_strict,
     save_model,
 )
+from ..models.fold_bn import fold_batchnorm
 from ..models.masks import Mask
 from .callbacks import (
     STATE_FORMAT,
@@ -50,7 +51,7 @@ from .callbacks import (
 )
 from .directories import check_hparams, claimed, create_claimed
 from .hparams import RunConfig, eval_protocol, train_attack_spec
-from .kernels import KernelChoice, choose, recorded, recorded_record
+from .kernels import KernelChoice, choose, prepare, recorded, recorded_record
 from .loop import Callback, TrainState, fit
 from .noise import run_generators
 from .objectives import objectives
@@ -305,7 +306,7 @@ def _kernels(paths: RunPaths, cfg: RunConfig, device: torch.device) -> KernelCho
     if paths.hparams.exists():
         return recorded(recorded_record(paths.dir), bool(cfg.train.channels_last))
     return choose(device.type, cfg.model.model, channels_last=cfg.train.channels_last,
-                  compile=cfg.train.compile)  # fmt: skip
+                  compile=cfg.train.compile, fold_bn=cfg.train.fold_bn)  # fmt: skip
 
 
 def _run(
@@ -338,7 +339,10 @@ def _run(
     if dist.primary:
         _record_attempt(ctx.paths, state.epoch, dist, device)
     dist.broadcast_parameters([*model.parameters(), *model.buffers()])
-    batches, step = _batches_and_step(ctx, model, optimizer, mask, gens, layout)
+    # Eval-mode forward passes (attacks crafted in BN eval mode, held-out evaluation) through the
+    # folded view when chosen; it shares the model's parameters and is never saved.
+    folded = fold_batchnorm(model) if ctx.kernels.fold_bn else model
+    batches, step = _batches_and_step(ctx, model, folded, optimizer, mask, gens, layout)
     n_val = min(cfg.eval.val_examples or len(ctx.splits.val.labels), len(ctx.splits.val.labels))
     watched = {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
     hparams = {"hash": ctx.record["hash"], **ctx.record["non_default"], **ctx.record["extra"]}
@@ -346,7 +350,7 @@ def _run(
     callbacks = standard_callbacks(
         cfg, ctx.paths, arch=arch, run_hash=ctx.record["hash"], gens=gens, watched=watched,
         device=device, val_images=val.images[:n_val], val_labels=val.labels[:n_val], say=ctx.say,
-        hparams=hparams, dist=dist,
+        hparams=hparams, dist=dist, eval_model=folded,
     )  # fmt: skip
     fit(
         state,
@@ -359,9 +363,16 @@ def _run(
 
 
 def _batches_and_step(
-    ctx: _Context, model: nn.Module, optimizer: Any, mask: Mask | None, gens: dict, layout: Any
+    ctx: _Context,
+    model: nn.Module,
+    folded: nn.Module,
+    optimizer: Any,
+    mask: Mask | None,
+    gens: dict,
+    layout: Any,
 ) -> tuple[Callable, Callable]:
-    """This rank's shard of every global batch, and one optimizer step on it.
+    """This rank's shard of every global batch, and one optimizer step on it (forward passes
+    through ``folded``: ``model``, or its BN-folded view).
 
     Every rank draws the same permutation and augmentation (the data generator is shared), cuts
     the global batch into ``world`` contiguous shards and trains on its own; the step scales this
@@ -379,9 +390,9 @@ def _batches_and_step(
     params = [p for p in model.parameters() if p.requires_grad]
     global_size = {"n": 0}
     channels_last = ctx.kernels.channels_last
-    # The step's forward passes (attack and update) through the compiled module; the weights,
-    # checkpoints and evaluation are the plain module's (the same parameters).
-    fast = torch.compile(model, dynamic=True) if ctx.kernels.compile else model
+    # The step's forward passes (attack and update) through the folded and/or compiled module;
+    # the weights and checkpoints are the plain module's (the same parameters).
+    fast = torch.compile(folded, dynamic=True) if ctx.kernels.compile else folded
 
     def batches(epoch: int) -> Any:
         loader = BatchLoader(splits.train.images, splits.train.labels, batch_size=cfg.data.batch_size,
@@ -456,7 +467,7 @@ def _test_eval(ctx: _Context, model: nn.Module, arch: Mapping[str, Any]) -> dict
     best_model.to(device)
     for name, m, epoch in (("best", best_model, best_ckpt.get("epoch")), ("final", model, None)):
         res = evaluate(
-            m,
+            prepare(m, ctx.kernels),
             test.images,
             test.labels,
             eval_protocol(cfg),
