@@ -23,6 +23,7 @@ sys.path.insert(0, str(BENCH))
 # The benchmarks are scripts run as files; importing them like this is what `python FILE` does.
 import _common  # noqa: E402
 import attack_speed  # noqa: E402
+import compile_speed  # noqa: E402
 import gpu_path  # noqa: E402
 import sparse_kernels  # noqa: E402
 import structured  # noqa: E402
@@ -198,12 +199,57 @@ def test_train_speed_end_to_end_counts_flops(tmp_path, capsys):
         (attack_speed.command, ["--steps", "0"], "--steps"),
         (train_speed.command, ["--model", "wrn-11-1"], "depth"),
         (train_speed.command, ["--json-out", "."], "directory"),
+        (compile_speed.command, ["--n-images", "0"], "--n-images"),
+        (compile_speed.command, ["--model", "resnet-7"], "model"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(command, args, needle, capsys):
     assert _run(command, "--dataset", "synthetic", *args) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and needle in err and err.count("\n") == 1
+
+
+def test_compile_speed_times_both_arms_and_counts_the_compile_cost(tmp_path, capsys, monkeypatch):
+    # Inductor itself is checked against eager training in test_kernels; here the plumbing: the
+    # compiled arm's forwards go through what torch.compile returns, both arms train the same
+    # seeded model on the same batches, and the first (compiling) epoch is reported apart.
+    calls = []
+
+    class Compiled(nn.Module):  # stands in for torch.compile's OptimizedModule
+        def __init__(self, inner: nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.inner(x)
+
+    def fake_compile(model, **kw):
+        calls.append(kw)
+        return Compiled(model)
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    out = tmp_path / "compile.json"
+    code = _run(
+        compile_speed.command,
+        *["--dataset", "synthetic", "--model", "small-cnn", "--n-images", "24"],
+        *["--batch-size", "16", "--steps", "1", "--reps", "2", "--json-out", str(out)],
+    )
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert calls == [{"dynamic": True}]  # as `train --compile` compiles
+    data = json.loads(out.read_text())
+    rows = {r["arm"]: r for r in data["rows"]}
+    assert set(rows) == {"eager", "compile"} and rows["eager"]["ratio_vs_eager"] == 1.0
+    assert rows["eager"]["epoch_losses"] == rows["compile"]["epoch_losses"]  # same computation
+    assert data["losses_agree"] and set(data["first_epoch_seconds"]) == {"eager", "compile"}
+    assert list(data["targets"]) == ["compile ≥ 1.1× eager"]
+    assert data["protocol"]["train_attack"]["steps"] == 1 and "compile cost" in printed.out
+
+
+def test_compile_payback_counts_epochs_or_says_never():
+    first = {"eager": 2.0, "compile": 32.0}
+    assert compile_speed._payback(first, eager_s=10.0, compile_s=8.0) == 15.0
+    assert compile_speed._payback(first, eager_s=10.0, compile_s=12.0) is None
 
 
 def test_scripts_run_as_files_and_refuse_bad_input():

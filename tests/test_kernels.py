@@ -11,6 +11,7 @@ import pytest
 import torch
 from support import cli_call, small_config
 
+from boosting_tickets.core.errors import UserError
 from boosting_tickets.core.paths import RunPaths
 from boosting_tickets.core.storage import safe_torch_load
 from boosting_tickets.training import kernels
@@ -29,6 +30,26 @@ def test_the_measured_table_chooses_and_flags_override():
     assert kernels.choose("cpu", "vgg16-bn", channels_last=None, compile=True).compile
     for entry in kernels.measured():  # every default names how it was measured
         assert entry["measured"] and entry["device"] in ("cpu", "cuda")
+
+
+def test_the_kernel_table_is_validated():
+    assert kernels.threshold() == 1.1
+    good = {"format": kernels.KERNELS_FORMAT, "threshold": 1.1, "choices": []}
+    assert kernels.parse_table(json.dumps(good)) == (1.1, ())
+    entry = {"device": "cpu", "family": "wrn", "channels_last": True, "compile": False,
+             "fold_bn": False, "measured": "how"}  # fmt: skip
+    bad = [
+        "{not json",
+        json.dumps([good]),
+        json.dumps({**good, "format": "other"}),
+        json.dumps({**good, "threshold": 0.5}),
+        json.dumps({**good, "threshold": True}),
+        json.dumps({**good, "choices": [{**entry, "compile": "no"}]}),
+        json.dumps({**good, "choices": [{k: v for k, v in entry.items() if k != "measured"}]}),
+    ]
+    for text in bad:
+        with pytest.raises(UserError, match="kernels.json is unreadable"):
+            kernels.parse_table(text)
 
 
 def _cfg(objective: str = "natural", **train):

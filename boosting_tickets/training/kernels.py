@@ -47,15 +47,16 @@ class KernelChoice:
         return f"kernels: {', '.join(on) or 'plain NCHW, eager'} ({self.source})"
 
 
-@functools.cache
-def measured() -> tuple[Mapping[str, Any], ...]:
-    """The measured choices of ``kernels.json``, checked entry by entry."""
-    from importlib import resources
-
+def parse_table(text: str) -> tuple[float, tuple[Mapping[str, Any], ...]]:
+    """(threshold, choices) of a kernels table's JSON ``text``, checked entry by entry;
+    UserError naming what is wrong."""
     try:
-        doc = json.loads(resources.files("boosting_tickets").joinpath(KERNELS_FILE).read_text())
-        if doc.get("format") != KERNELS_FORMAT:
+        doc = json.loads(text)
+        if not isinstance(doc, dict) or doc.get("format") != KERNELS_FORMAT:
             raise ValueError("not a kernels file")
+        threshold = doc["threshold"]
+        if isinstance(threshold, bool) or not isinstance(threshold, int | float) or threshold < 1:
+            raise ValueError(f"bad threshold {threshold!r}")
         out = []
         for e in doc["choices"]:
             if not (isinstance(e["device"], str) and isinstance(e["family"], str)
@@ -63,11 +64,35 @@ def measured() -> tuple[Mapping[str, Any], ...]:
                     and isinstance(e["measured"], str)):  # fmt: skip
                 raise ValueError(f"bad entry {e!r}")
             out.append(e)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError) as exc:
         raise UserError(
             f"{KERNELS_FILE} is unreadable ({exc}); reinstall boosting-tickets"
         ) from None
-    return tuple(out)
+    return float(threshold), tuple(out)
+
+
+@functools.cache
+def _document() -> tuple[float, tuple[Mapping[str, Any], ...]]:
+    """The installed ``kernels.json``, parsed once."""
+    from importlib import resources
+
+    try:
+        text = resources.files("boosting_tickets").joinpath(KERNELS_FILE).read_text()
+    except OSError as exc:
+        raise UserError(
+            f"{KERNELS_FILE} is unreadable ({exc}); reinstall boosting-tickets"
+        ) from None
+    return parse_table(text)
+
+
+def measured() -> tuple[Mapping[str, Any], ...]:
+    """The measured choices of ``kernels.json``, checked entry by entry."""
+    return _document()[1]
+
+
+def threshold() -> float:
+    """The speed-up (≥ 1) a kernel must have measured to be listed as a default (1.1)."""
+    return _document()[0]
 
 
 def choose(
