@@ -12,15 +12,17 @@ the number of epochs after which compiling has paid for itself is printed (never
 
 The kernel table (``training/kernels.json``) turns ``compile`` on for a device and model family
 only where the steady-state ratio is at least its ``threshold`` (1.1×). Both arms use the same
-memory format (``--channels-last``) and the same thread count; their epoch losses agree within
-float rounding, which the script checks and prints.
+memory format (``--channels-last``) and the same thread count. Their epoch losses are printed
+side by side with the largest relative difference: inductor reorders float sums, and PGD's sign()
+turns a rounding difference in an input gradient into a different step, so two persistent models
+drift apart over epochs the way two seeds do (equality within float tolerance over a few steps is
+tested in ``tests/test_kernels.py``).
 
 Run: ``python benchmarks/compile_speed.py --threads 1 [--model small-cnn] [--channels-last]``.
 """
 
 from __future__ import annotations
 
-import math
 import statistics
 from dataclasses import dataclass
 
@@ -202,11 +204,15 @@ def _summarize(runs: dict, first: dict[str, float], threshold: float) -> dict:
         f"compile cost: first epoch {first['compile']:.1f} s vs {first['eager']:.1f} s eager; "
         + (f"repaid after {payback:.1f} epochs" if payback is not None else "never repaid")
     )
-    agree = all(
-        math.isclose(c.extra["loss"], e.extra["loss"], rel_tol=1e-3)
-        for c, e in zip(comp, eager, strict=True)
+    drift = max(abs(c.extra["loss"] - e.extra["loss"]) / abs(e.extra["loss"])
+                for c, e in zip(comp, eager, strict=True))  # fmt: skip
+    print(
+        "epoch losses, eager / compile: "
+        + ", ".join(
+            f"{e.extra['loss']:.4f}/{c.extra['loss']:.4f}" for e, c in zip(eager, comp, strict=True)
+        )
+        + f"; largest relative difference {drift:.1e} (PGD's sign() amplifies rounding)"
     )
-    print(f"epoch losses agree within 1e-3 in every round: {agree}")
     wins = paired_ratio(comp, eager) >= threshold
     print(f"target compile ≥ {threshold:g}× eager (kernel table threshold): {verdict(wins)}")
     rows = [
@@ -221,7 +227,8 @@ def _summarize(runs: dict, first: dict[str, float], threshold: float) -> dict:
         for k, ms in runs.items()
     ]
     return {"first_epoch_seconds": first, "rows": rows, "payback_epochs": payback,
-            "losses_agree": agree, "targets": {f"compile ≥ {threshold:g}× eager": wins}}  # fmt: skip
+            "loss_max_relative_difference": drift,
+            "targets": {f"compile ≥ {threshold:g}× eager": wins}}  # fmt: skip
 
 
 command = config_command(CompileSpeedConfig, main, __doc__.split("\n\n")[0])

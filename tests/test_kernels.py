@@ -21,8 +21,11 @@ from boosting_tickets.training.run import _kernels, train
 def test_the_measured_table_chooses_and_flags_override():
     wrn = kernels.choose("cpu", "wrn-10-1", channels_last=None, compile=None)
     assert wrn.channels_last and not wrn.compile and "measured faster for wrn on cpu" in wrn.source
-    assert kernels.choose("cpu", "small-cnn", channels_last=None, compile=None) == (
-        kernels.KernelChoice(False, False, "nothing measured faster for small-cnn on cpu")
+    small = kernels.choose("cpu", "small-cnn", channels_last=None, compile=None)
+    assert (small.channels_last, small.compile, small.fold_bn) == (True, False, True)
+    assert "fold_bn measured faster for small-cnn on cpu" in small.source
+    assert kernels.choose("cpu", "vgg16-bn", channels_last=None, compile=None) == (
+        kernels.KernelChoice(False, False, "nothing measured faster for vgg16-bn on cpu")
     )
     off = kernels.choose("cpu", "wrn-10-1", channels_last=False, compile=None)
     assert not off.channels_last and "channels_last by flag" in off.source
