@@ -145,3 +145,36 @@ def test_bench_rows_carry_the_kernels_of_their_runs(tmp_path, capsys):
     assert code == 0, err
     (row,) = json.loads((tmp_path / "b" / "results.json").read_text())["rows"]
     assert row["kernels"]["channels_last"] is True  # wrn-10-1 on the CPU, by the measured table
+
+
+#: A small model of every family the kernel table lists (a new entry must add one here).
+EXAMPLE_MODEL = {"wrn": "wrn-10-1", "small-cnn": "small-cnn"}
+
+
+@pytest.mark.parametrize(
+    "entry", [e for e in kernels.measured() if e["device"] == "cpu"], ids=lambda e: e["family"]
+)
+def test_every_measured_cpu_default_equals_plain_kernels(entry, tmp_path):
+    # The defaults a user gets without flags (the table's entry) against every kernel off: an
+    # epoch ends at the same weights within the tolerance of the test above (natural training;
+    # under PGD, sign() turns rounding into different steps), and the held-out and test PGD
+    # evaluations (folded where the entry folds) agree.
+    assert entry["family"] in EXAMPLE_MODEL, f"add an example model for {entry['family']}"
+    cfg = _cfg("natural", channels_last=None, compile=None, fold_bn=None)
+    cfg = dataclasses.replace(
+        cfg, model=dataclasses.replace(cfg.model, model=EXAMPLE_MODEL[entry["family"]])
+    )
+    plain = dataclasses.replace(
+        cfg, train=dataclasses.replace(cfg.train, channels_last=False, compile=False, fold_bn=False)
+    )
+    runs = {"default": train(cfg, tmp_path / "default"), "plain": train(plain, tmp_path / "plain")}
+    rec = json.loads((runs["default"].run_dir / "hparams.json").read_text())["details"]["kernels"]
+    assert {k: rec[k] for k in kernels.KERNELS} == {k: entry[k] for k in kernels.KERNELS}
+    a, b = (
+        safe_torch_load(runs[k].run_dir / "final.pt")["state_dict"] for k in ("plain", "default")
+    )
+    for k, v in a.items():
+        torch.testing.assert_close(b[k], v, rtol=1e-3, atol=1e-3, msg=k)
+    best = {k: r.test["best"] for k, r in runs.items()}
+    assert best["default"]["clean_acc"] == best["plain"]["clean_acc"]
+    assert abs(best["default"]["pgd_acc"] - best["plain"]["pgd_acc"]) <= 1 / 16 + 1e-9
