@@ -155,7 +155,15 @@ def test_attack_speed_end_to_end_on_a_checkpoint(tmp_path, capsys):
     assert row["robust_acc_ours"] <= row["robust_acc_ours_full"] <= row["clean_acc"] + 1e-9
     assert 0 < row["gradient_work_fraction"] <= 1
     assert sum(row["fooled_at_iterate"]) + 24 * row["robust_acc_ours"] <= 24
-    assert set(row["images_per_s"]) == {"ours", "torchattacks", "ours-full", "ours-fold"}
+    assert set(row["images_per_s"]) == {
+        "ours", "torchattacks", "ours-full", "ours-fold", "ours-default"
+    }  # fmt: skip
+    # The default kernels are the kernel table's for the small CNN on the CPU, the verdict's arm.
+    kernels = row["ours_default_kernels"]
+    assert (kernels["channels_last"], kernels["fold_bn"], kernels["compile"]) == (True, True, False)
+    assert row["ratio_verdict_arm"] == "ours-default"
+    assert row["ratio_best"] == row["ratio_ours_default_vs_torchattacks"]
+    assert row["points_robust_for_default_only"] == 0
     # BatchNorm folded: the same attack within float rounding, so never weaker either.
     assert row["points_robust_for_fold_only"] == 0
     assert abs(row["robust_acc_ours_fold"] - row["robust_acc_ours"]) <= 1 / 24 + 1e-9
