@@ -7,13 +7,17 @@ there is no CIFAR-10 on the GPU machine):
 
 1. **Training**: images/s of PGD-10 training steps (L∞ eps 8/255, step 2/255, uniform random start,
    attack in eval BN mode; then forward, backward and SGD), our attack and our model, for each of
-   ``fp32``, ``bf16`` (autocast), ``bf16+cl`` (and channels_last) and ``bf16+cl+compile``
-   (``torch.compile`` of the model). Achieved FLOP/s = (2·10 + 3) × forward FLOPs × images/s (the
-   cost model of ``bench``); its share of ``--peak-tflops`` (default: the bf16 dense peak of the
+   ``fp32``, ``bf16`` (autocast), ``bf16+cl`` (and channels_last), ``bf16+cl+fold`` (and the attack
+   through eval-mode BatchNorm folded into the convolutions, ``--fold-bn``) and ``bf16+cl+compile``
+   (``torch.compile`` of the model); the ratios fill the CUDA rows of ``training/kernels.json``.
+   Achieved FLOP/s = (2·10 + 3) × forward FLOPs × images/s (the cost model of ``bench``); its
+   share of ``--peak-tflops`` (default: the bf16 dense peak of the
    device, from a table of datasheet values, or give it).
 2. **AMP accuracy**: a small CNN trained briefly with PGD on synthetic data; PGD-20 robust accuracy
    with and without bf16 autocast on the same images and random starts; target within 0.5 pp.
-3. **Projection**: the ``paper-wrn34-10`` suite's FLOPs (``bench run paper-wrn34-10 --dry-run``'s
+3. **Projection**: the north star, the ``ticket-fgsm-40`` run (the paper's FGSM ticket: PGD-20
+   50.37% after 40 PGD epochs, finding included, 69,552 s on 2× V100) in ≤ 2 h on this GPU; and
+   the whole ``paper-wrn34-10`` suite's FLOPs (``bench run paper-wrn34-10 --dry-run``'s
    cost model, finding included) at the best measured training rate, next to the paper's 134,764 s
    for dense WRN-34-10 alone on 2× V100.
 
@@ -49,6 +53,9 @@ from boosting_tickets.core.errors import UserError
 BF16_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0,
                     "V100": 125.0, "RTX 4090": 165.0}  # fmt: skip
 PAPER_SECONDS = 134764.0
+#: The north star (issue #14): the paper's 40-epoch FGSM ticket (PGD-20 50.37%, finding included:
+#: 69,552 s on 2x V100) in at most 2 h on one GPU.
+NORTH_STAR_ARM, NORTH_STAR_PAPER_SECONDS, NORTH_STAR_SECONDS = "ticket-fgsm-40", 69552.0, 7200.0
 
 
 @dataclass(frozen=True)
@@ -69,11 +76,14 @@ class GpuConfig:
     json_out: str | None = setting(None, "also write the measurements as JSON to this file")
 
 
-def _train_step(model: Any, opt: Any, x: Any, y: Any, amp: bool) -> None:
+def _train_step(model: Any, opt: Any, x: Any, y: Any, amp: bool, attack_model: Any = None) -> None:
+    """One PGD-10 training step; the attack runs through ``attack_model`` (default ``model``:
+    e.g. its BatchNorm-folded view, which shares the parameters)."""
     from boosting_tickets.adversarial.attacks import pgd
 
     dtype = torch.bfloat16 if amp else None
-    x_adv = pgd(model, x, y, 8 / 255, step_size=2 / 255, steps=10, autocast_dtype=dtype)
+    x_adv = pgd(attack_model if attack_model is not None else model, x, y, 8 / 255,
+                step_size=2 / 255, steps=10, autocast_dtype=dtype)  # fmt: skip
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
         loss = F.cross_entropy(model(x_adv).float(), y)
     opt.zero_grad(set_to_none=True)
@@ -81,7 +91,10 @@ def _train_step(model: Any, opt: Any, x: Any, y: Any, amp: bool) -> None:
     opt.step()
 
 
-def _throughput(cfg: GpuConfig, device: torch.device, amp: bool, cl: bool, compile_: bool) -> float:
+def _throughput(
+    cfg: GpuConfig, device: torch.device, amp: bool, cl: bool, compile_: bool, fold: bool = False
+) -> float:
+    from boosting_tickets.models.fold_bn import fold_batchnorm
     from boosting_tickets.models.registry import build_model
 
     torch.manual_seed(0)
@@ -90,13 +103,17 @@ def _throughput(cfg: GpuConfig, device: torch.device, amp: bool, cl: bool, compi
     model = model.to(memory_format=fmt).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     run_model = torch.compile(model) if compile_ else model
+    attack_model = fold_batchnorm(model) if fold else None
     g = torch.Generator(device="cpu").manual_seed(1)
     x = torch.rand(cfg.batch, 3, 32, 32, generator=g).to(device).contiguous(memory_format=fmt)
     y = torch.randint(0, 10, (cfg.batch,), generator=g).to(device)
+
+    def step() -> None:
+        _train_step(run_model, opt, x, y, amp, attack_model)
+
     for _ in range(3):  # warm-up: kernels chosen, graphs compiled
-        _train_step(run_model, opt, x, y, amp)
-    seconds, _ = timed(lambda: [_train_step(run_model, opt, x, y, amp) for _ in range(cfg.steps)],
-                       device)  # fmt: skip
+        step()
+    seconds, _ = timed(lambda: [step() for _ in range(cfg.steps)], device)
     return cfg.batch * cfg.steps / seconds
 
 
@@ -131,12 +148,16 @@ def _amp_accuracy(cfg: GpuConfig, device: torch.device) -> tuple[float, float]:
     return out[0], out[1]
 
 
-def _suite_flops() -> float:
+def _suite_flops() -> dict[str, float]:
+    """FLOPs by the cost model of every run of the ``paper-wrn34-10`` suite (``bench run
+    paper-wrn34-10 --dry-run``), finding included where the run finds its ticket; keyed
+    ``arm/seed``."""
     from boosting_tickets.bench.plan import cost_plan, plan_suite
     from boosting_tickets.bench.suites import load_suite
 
     lines = cost_plan(plan_suite(load_suite("paper-wrn34-10")))
-    return sum(ln.retrain["total"] + (ln.find["total"] if ln.find else 0.0) for ln in lines)
+    return {f"{ln.run.arm.name}/{ln.run.seed}": ln.retrain["total"]
+            + (ln.find["total"] if ln.find else 0.0) for ln in lines}  # fmt: skip
 
 
 def _peak(cfg: GpuConfig, device: torch.device) -> tuple[float | None, str]:
@@ -164,18 +185,18 @@ def main(cfg: GpuConfig) -> None:
     probe = build_model(cfg.model, num_classes=10, in_channels=3, mean=None, std=None)
     per_image = pgd_training_flops_per_image(sum(forward_flops(probe, (3, 32, 32)).values()), 10)
     peak, peak_src = _peak(cfg, device)
-    variants = [("fp32", False, False, False), ("bf16", True, False, False),
-                ("bf16+cl", True, True, False)]  # fmt: skip
+    variants = [("fp32", False, False, False, False), ("bf16", True, False, False, False),
+                ("bf16+cl", True, True, False, False), ("bf16+cl+fold", True, True, False, True)]  # fmt: skip
     if not cfg.dry_run:
-        variants.append(("bf16+cl+compile", True, True, True))
+        variants.append(("bf16+cl+compile", True, True, True, False))
     print(f"{cfg.model} PGD-10 training, batch {cfg.batch}, {cfg.steps} timed steps, "
           f"{per_image / 1e9:.3g} GFLOP per image-step; peak: "
           f"{'?' if peak is None else f'{peak:g} TFLOP/s'} ({peak_src})")  # fmt: skip
     print("| variant | images/s | TFLOP/s | share of bf16 peak |")
     print("|---|---|---|---|")
     rates = {}
-    for name, amp, cl, comp in variants:
-        ips = _throughput(cfg, device, amp and device.type == "cuda", cl, comp)
+    for name, amp, cl, comp, fold in variants:
+        ips = _throughput(cfg, device, amp and device.type == "cuda", cl, comp, fold)
         rates[name] = ips
         tf = ips * per_image / 1e12
         share = "–" if peak is None else f"{100 * tf / peak:.1f}%"
@@ -186,17 +207,28 @@ def main(cfg: GpuConfig) -> None:
     gap = 100 * abs(fp32_acc - bf16_acc)
     print(f"AMP check: PGD-20 accuracy fp32 {100 * fp32_acc:.2f}% vs bf16 {100 * bf16_acc:.2f}% "
           f"({gap:.2f} pp; target <= 0.5 pp: {'met' if gap <= 0.5 else 'NOT met'})")  # fmt: skip
-    total = _suite_flops()
+    runs = _suite_flops()
+    total = sum(runs.values())
     seconds = total / (rates[best] * per_image)
+    star = next(v for k, v in runs.items() if k.startswith(f"{NORTH_STAR_ARM}/"))
+    star_s = star / (rates[best] * per_image)
     print(f"paper-wrn34-10 suite: {total / 1e15:.1f} PFLOP by the cost model (finding included) "
           f"-> {seconds / 3600:.2f} h at the {best} rate on this device; the paper: "
           f"{PAPER_SECONDS:,.0f} s = {PAPER_SECONDS / 3600:.1f} h for dense WRN-34-10 alone on 2x "
           "V100 (the cost model counts every evaluation PGD step, so this errs long)")  # fmt: skip
+    print(f"north star, {NORTH_STAR_ARM} (finding + 40 PGD epochs) in <= 2 h on one GPU: "
+          f"{star_s / 3600:.2f} h projected, the paper {NORTH_STAR_PAPER_SECONDS:,.0f} s on 2x V100: "
+          f"{'met' if star_s <= NORTH_STAR_SECONDS else 'NOT met'}"
+          + (" (dry run: meaningless)" if cfg.dry_run else ""))  # fmt: skip
+    for name in rates:
+        print(f"{name}: {rates[name] / rates['bf16']:.2f}x bf16")
     write_results(cfg.json_out, {
         "benchmark": "gpu_path", "config": dataclasses.asdict(cfg), "images_per_s": rates,
         "flops_per_image_step": per_image, "peak_tflops": peak, "peak_source": peak_src,
         "amp_pgd20": {"fp32": fp32_acc, "bf16": bf16_acc},
-        "paper_suite_flops": total, "projected_seconds": seconds,
+        "paper_suite_flops": total, "projected_seconds": seconds, "run_flops": runs,
+        "north_star": {"arm": NORTH_STAR_ARM, "flops": star, "projected_seconds": star_s,
+                       "target_seconds": NORTH_STAR_SECONDS, "met": star_s <= NORTH_STAR_SECONDS},
         "median_rate": statistics.median(rates.values()), "dry_run": cfg.dry_run,
     }, device)  # fmt: skip
 

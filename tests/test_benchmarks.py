@@ -290,9 +290,15 @@ def test_gpu_path_dry_runs_on_the_cpu_and_refuses_without_a_gpu(capsys, tmp_path
     assert _run(gpu_path.COMMAND, "--dry-run", "--json-out", str(out_json)) == 0
     out = capsys.readouterr().out
     assert "DRY RUN" in out and "| fp32 |" in out and "AMP check" in out
-    assert "paper-wrn34-10 suite" in out
+    assert "paper-wrn34-10 suite" in out and "| bf16+cl+fold" in out
+    assert "north star, ticket-fgsm-40" in out and "dry run: meaningless" in out
     doc = json.loads(out_json.read_text())
     assert doc["dry_run"] is True and doc["flops_per_image_step"] > 0
+    # The north star is one ticket run (finding + 40 PGD epochs), a part of the whole suite.
+    star = doc["north_star"]
+    assert star["arm"] == "ticket-fgsm-40" and 0 < star["flops"] < doc["paper_suite_flops"]
+    assert star["flops"] == doc["run_flops"]["ticket-fgsm-40/0"]
+    assert sum(doc["run_flops"].values()) == doc["paper_suite_flops"]
     if not torch.cuda.is_available():
         assert _run(gpu_path.COMMAND) == 2
         assert "no CUDA device here" in capsys.readouterr().err
